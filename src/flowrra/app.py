@@ -1,0 +1,411 @@
+"""The application object: task registration, submission, results and lifecycle.
+
+``Flowrra`` wires the parts together: a registry, a broker, a result backend, executors and
+(when started) a worker that drives them. With no configuration everything runs in this
+process; every part can be swapped through :class:`~flowrra.config.Config`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from flowrra.backends import get_backend
+from flowrra.backends.base import BaseResultBackend
+from flowrra.brokers import get_broker
+from flowrra.brokers.base import BaseBroker, QueueBroker
+from flowrra.config import BackendConfig, BrokerConfig, Config
+from flowrra.events import event_bus
+from flowrra.exceptions import (
+    BackendError,
+    ExecutorNotRunningError,
+    TaskCancelledError,
+    TaskNotFoundError,
+)
+from flowrra.executors.base import BaseTaskExecutor
+from flowrra.executors.cpu import CPUExecutor
+from flowrra.executors.io import IOExecutor
+from flowrra.ids import new_task_id
+from flowrra.recording import TaskRecorder
+from flowrra.registry import (
+    P2,
+    R2,
+    TaskDecorator,
+    TaskFunction,
+    TaskRegistry,
+    check_priority,
+)
+from flowrra.serialization import prepare_arguments
+from flowrra.task import Task, TaskResult, TaskStatus, utcnow
+from flowrra.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("flowrra")
+
+
+def _due_time(countdown: float | None, eta: datetime | None) -> float | None:
+    """The UNIX time a delayed submission is due, or ``None`` for "now"."""
+    if countdown is not None and eta is not None:
+        raise ValueError("pass either countdown or eta, not both")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float) or countdown < 0:
+            raise ValueError(f"countdown must be a number of seconds >= 0, got {countdown!r}")
+        return time.time() + countdown if countdown > 0 else None
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise TypeError(f"eta must be a datetime, got {type(eta).__name__}")
+        if eta.tzinfo is None:
+            eta = eta.replace(tzinfo=UTC)  # naive datetimes are read as UTC
+        return eta.timestamp()
+    return None
+
+
+class Flowrra:
+    """An asyncio task queue.
+
+    ``Flowrra()`` runs everything in this process; ``Flowrra.from_urls(broker=..., backend=...)``
+    or a :class:`~flowrra.config.Config` points it elsewhere. Use ``async with app:`` (or
+    ``start``/``stop``) around submissions.
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        executor_config = self.config.executor
+        self._registry = TaskRegistry()
+        self._broker: BaseBroker = get_broker(
+            self.config.broker, max_size=executor_config.max_queue_size
+        )
+        self._backend: BaseResultBackend = get_backend(self.config.backend)
+        self._recorder = TaskRecorder(self._backend, event_bus)
+        self._executors: dict[str, BaseTaskExecutor] = {
+            "io": IOExecutor(executor_config.io_workers),
+            "cpu": CPUExecutor(executor_config.cpu_workers),
+        }
+        self._worker: Worker | None = None
+        self._queue: QueueBroker | None = None  # the broker, once start() checked its kind
+        self._running = False
+        self._lifecycle = asyncio.Lock()
+        self._scheduler: Any = None
+
+    @classmethod
+    def from_urls(
+        cls,
+        broker: str | BaseBroker | None = None,
+        backend: str | BaseResultBackend | None = None,
+    ) -> Flowrra:
+        """An app on the broker and backend these URLs (or objects) name; ``None``: memory."""
+        return cls(
+            Config(
+                broker=BrokerConfig(url=broker) if broker is not None else None,
+                backend=BackendConfig(url=backend) if backend is not None else None,
+            )
+        )
+
+    # -- registration ----------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        cpu_bound: bool = False,
+        max_retries: int | None = None,
+        retry_delay: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        executor: str | None = None,
+        queue: str = "default",
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        dont_retry_on: tuple[type[BaseException], ...] = (),
+        retry_backoff_max: float | None = None,
+        retry_jitter: bool = False,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        *,
+        name: str | None = None,
+        cpu_bound: bool = False,
+        max_retries: int | None = None,
+        retry_delay: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        executor: str | None = None,
+        queue: str = "default",
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        dont_retry_on: tuple[type[BaseException], ...] = (),
+        retry_backoff_max: float | None = None,
+        retry_jitter: bool = False,
+    ) -> TaskFunction[P, R] | TaskDecorator:
+        """Register a task (``@app.task`` or ``@app.task(...)``).
+
+        ``max_retries`` / ``retry_delay`` default to the app's ``ExecutorConfig``. See
+        :meth:`TaskRegistry.task` for the errors raised.
+        """
+        defaults = self.config.executor
+
+        def register(func: Callable[P2, R2]) -> TaskFunction[P2, R2]:
+            task = self._registry.task(
+                name=name,
+                cpu_bound=cpu_bound,
+                max_retries=defaults.max_retries if max_retries is None else max_retries,
+                retry_delay=defaults.retry_delay if retry_delay is None else retry_delay,
+                priority=priority,
+                timeout=timeout,
+                executor=executor,
+                queue=queue,
+                retry_on=retry_on,
+                dont_retry_on=dont_retry_on,
+                retry_backoff_max=retry_backoff_max,
+                retry_jitter=retry_jitter,
+            )(func)
+            task.app = self
+            return task
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def register_executor(self, name: str, executor: BaseTaskExecutor) -> None:
+        """Make ``executor`` available to tasks declared with ``@app.task(executor=name)``.
+
+        Call before ``start()``. ``"io"`` and ``"cpu"`` may be replaced.
+        """
+        if not isinstance(executor, BaseTaskExecutor):
+            raise TypeError("executors must subclass flowrra.executors.BaseTaskExecutor")
+        if self._running:
+            raise RuntimeError("register executors before start()")
+        self._executors[name] = executor
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def registry(self) -> TaskRegistry:
+        """The registered tasks."""
+        return self._registry
+
+    @property
+    def broker(self) -> BaseBroker:
+        """The broker tasks are queued in."""
+        return self._broker
+
+    @property
+    def backend(self) -> BaseResultBackend:
+        """The result backend."""
+        return self._backend
+
+    @property
+    def executors(self) -> dict[str, BaseTaskExecutor]:
+        """Executors by name (a copy)."""
+        return dict(self._executors)
+
+    @property
+    def is_running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._running
+
+    @property
+    def scheduler(self) -> Any:
+        """The scheduler made by :meth:`create_scheduler`, or ``None``."""
+        return self._scheduler
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker. Idempotent."""
+        async with self._lifecycle:
+            if self._running:
+                return
+            self._check_routes()
+            if not isinstance(self._broker, QueueBroker):
+                raise BackendError(
+                    f"{type(self._broker).__name__} implements only push/pop/size; "
+                    "flowrra's worker needs a QueueBroker"
+                )
+            self._queue = self._broker
+            self._worker = Worker(
+                self._broker,
+                self._recorder,
+                self._registry,
+                self._executors,
+                max_deliveries=self.config.executor.max_deliveries,
+            )
+            await self._worker.start()
+            self._running = True
+
+    def _check_routes(self) -> None:
+        for name in self._registry:
+            task = self._registry.get_or_raise(name)
+            if task.options_.executor not in self._executors:
+                raise BackendError(
+                    f"task '{name}' runs on executor '{task.options_.executor}', which is not "
+                    "registered: call app.register_executor() first"
+                )
+
+    async def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop the worker. Idempotent.
+
+        ``wait=True``: running tasks get up to ``timeout`` seconds to finish; the rest are
+        stopped and put back in the queue, never lost. Results stay readable afterwards.
+        """
+        async with self._lifecycle:
+            if not self._running:
+                return
+            self._running = False
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                await worker.stop(grace=timeout if wait else 0)
+
+    async def __aenter__(self) -> Flowrra:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- submitting ------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task: TaskFunction[..., Any] | str,
+        *args: Any,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue ``task(*args, **kwargs)``; returns the task id.
+
+        ``task``: the registered function or its name. ``priority`` (higher runs first)
+        defaults to the task's. ``countdown`` (seconds) or ``eta`` (a datetime; naive means
+        UTC) delay the start. ``task_id`` makes the submission idempotent: an id already
+        queued, running or with a stored result is returned without queueing again.
+        Waits while the queue is full. For a call checked against the task's signature,
+        use ``await task.submit(...)`` / ``task.options(...).submit(...)``.
+        """
+        return await self.submit_call(
+            task, args, kwargs, priority=priority, countdown=countdown, eta=eta, task_id=task_id
+        )
+
+    def _resolve(self, task: TaskFunction[..., Any] | str) -> TaskFunction[..., Any]:
+        if isinstance(task, TaskFunction):
+            registered = self._registry.get(task.task_name)
+            if registered is not task:
+                raise TaskNotFoundError(task.task_name)
+            return task
+        if not isinstance(task, str):
+            raise TypeError(f"submit takes a task or a task name, got {type(task).__name__}")
+        return self._registry.get_or_raise(task)
+
+    async def submit_call(
+        self,
+        task: TaskFunction[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        task_id: str | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | None = None,
+    ) -> str:
+        """Queue one call with explicit options (what every submit path ends in)."""
+        if not self._running:
+            raise ExecutorNotRunningError()
+        function = self._resolve(task)
+        options = function.options_
+        priority = options.priority if priority is None else check_priority(priority)
+        due = _due_time(countdown, eta)
+        args, kwargs = prepare_arguments(options.name, args, kwargs)
+        if task_id is None:
+            task_id = new_task_id()
+        elif not isinstance(task_id, str) or not task_id:
+            raise ValueError("task_id must be a non-empty string")
+        elif await self._backend.get(task_id) is not None:
+            return task_id
+        message = Task(
+            task_id,
+            options.name,
+            args,
+            kwargs,
+            options.max_retries if max_retries is None else max_retries,
+            options.retry_delay if retry_delay is None else retry_delay,
+            0,
+            priority,
+            options.cpu_bound,
+            options.queue,
+            options.executor,
+            options.timeout,
+            due,
+            utcnow(),
+        )
+        queue = self._queue
+        if queue is None:
+            raise ExecutorNotRunningError()
+        await self._recorder.pending(message)
+        try:
+            await queue.enqueue(message)
+        except BaseException:
+            await self._backend.delete(task_id)
+            raise
+        return task_id
+
+    # -- results ---------------------------------------------------------------------
+
+    async def wait_for_result(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """Wait until the task is complete and return its record.
+
+        Raises :class:`TaskTimeoutError` (a ``TimeoutError``) after ``timeout`` seconds and
+        :class:`TaskNotFoundError` (a ``ValueError``) for an unknown id.
+        """
+        return await self._backend.wait_for(task_id, timeout)
+
+    async def get_result(self, task_id: str) -> TaskResult | None:
+        """The task's current record, or ``None`` for an unknown id. Works after ``stop()``."""
+        return await self._backend.get(task_id)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a queued, delayed, retry-waiting or running task; True if it was cancelled.
+
+        A waiting task is removed from the queue; a running one is stopped (IO: its
+        coroutine is cancelled; CPU: its child process is stopped). Its record ends with
+        status ``cancelled``. False when the task already finished or is unknown.
+        """
+        if isinstance(self._broker, QueueBroker):
+            removed = await self._broker.cancel(task_id)
+            if removed is not None:
+                error = TaskCancelledError(f"task '{task_id}' was cancelled before it ran")
+                await self._recorder.ended(removed, TaskStatus.CANCELLED, error, None, 0)
+                return True
+        worker = self._worker
+        return worker is not None and worker.cancel_running(task_id)
+
+    async def run_until_idle(self, timeout: float | None = None) -> None:
+        """Let the worker run until nothing is queued, delayed or running.
+
+        The real worker loop does the work (there is no eager mode): use it in tests to
+        wait for everything submitted, including retries and delayed tasks. Raises
+        ``TimeoutError`` if the app is still busy after ``timeout`` seconds.
+        """
+        if not self._running or not isinstance(self._broker, QueueBroker):
+            raise ExecutorNotRunningError()
+        async with asyncio.timeout(timeout):
+            await self._broker.wait_idle()

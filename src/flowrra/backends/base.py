@@ -1,0 +1,59 @@
+"""The result-backend protocol.
+
+A backend stores one :class:`~flowrra.task.TaskResult` per task id and wakes waiters when a
+task completes. The app records every state change through it (pending, running,
+retrying, then success, failed or cancelled); a backend only stores and looks up.
+
+Required: :meth:`store`, :meth:`get`, :meth:`wait_for`. The rest have working defaults a
+backend may replace with faster ones. Every implementation passes
+``tests/contract/test_backend_contract.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from flowrra.task import TaskResult, TaskStatus
+
+
+class BaseResultBackend(ABC):
+    """Where task records live.
+
+    Contract:
+    - ``store`` replaces the record of ``task_id``. Records of tasks that are not complete
+      never expire; a backend may expire completed ones (TTL, size bound).
+    - ``get`` returns the latest stored record, or ``None`` for an unknown or expired id.
+    - ``wait_for`` returns the record once it is complete (success, failed, cancelled),
+      without polling where the store allows; it raises
+      :class:`~flowrra.exceptions.TaskTimeoutError` after ``timeout`` seconds and
+      :class:`~flowrra.exceptions.TaskNotFoundError` for an id it has no record of.
+    """
+
+    @abstractmethod
+    async def store(self, task_id: str, result: TaskResult) -> None:
+        """Save ``result`` as the record of ``task_id`` and wake its waiters if complete."""
+
+    @abstractmethod
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The record of ``task_id``, or ``None``."""
+
+    @abstractmethod
+    async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
+        """Wait until ``task_id`` is complete and return its record."""
+
+    async def delete(self, task_id: str) -> bool:
+        """Remove the record of ``task_id``; True if there was one."""
+        raise NotImplementedError(f"{type(self).__name__} does not support delete()")
+
+    async def clear(self) -> int:
+        """Remove every record; returns how many were removed."""
+        raise NotImplementedError(f"{type(self).__name__} does not support clear()")
+
+    async def list_by_status(
+        self, status: TaskStatus, limit: int | None = None, offset: int = 0
+    ) -> list[TaskResult]:
+        """Records in ``status``, most recent first, paged by ``offset``/``limit``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support list_by_status()")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections; the backend is not used afterwards."""

@@ -1,0 +1,175 @@
+"""The in-process result backend.
+
+Records of unfinished tasks live in one dict and never expire. Finished records live in a
+second dict in the order they finished; since every finished record has the same TTL, that
+order is also their expiry order, so expiry and the size bound only ever drop from the
+front (amortised O(1) per store, no timers, no scans). Waiters are futures resolved by the
+``store`` that completes their task: nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import datetime
+
+from flowrra.backends.base import BaseResultBackend
+from flowrra.exceptions import TaskNotFoundError, TaskTimeoutError
+from flowrra.task import TERMINAL_STATUSES, Task, TaskResult, TaskStatus, is_terminal
+
+# An unfinished task's record, kept as what it is built from: (task, status, started, deliveries)
+_Live = tuple[Task, TaskStatus, datetime | None, int]
+
+
+def _build(live: _Live) -> TaskResult:
+    task, status, started_at, deliveries = live
+    return TaskResult(
+        task.id,
+        status,
+        task.name,
+        submitted_at=task.submitted_at,
+        started_at=started_at,
+        retries=task.current_retry,
+        args=task.args,
+        kwargs=task.kwargs,
+        deliveries=deliveries,
+    )
+
+
+class InMemoryBackend(BaseResultBackend):
+    """Results in this process's memory, bounded by ``ttl`` and ``max_results``.
+
+    ``ttl``: seconds a finished record is kept (``None``: until pushed out by the bound).
+    ``max_results``: the most finished records kept; the oldest go first (``None``: no
+    bound, so set a ``ttl``). The defaults keep the 100,000 most recent results.
+    """
+
+    def __init__(self, ttl: float | None = None, max_results: int | None = 100_000) -> None:
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be > 0 seconds or None")
+        if max_results is not None and max_results < 1:
+            raise ValueError("max_results must be >= 1 or None")
+        self.ttl = ttl
+        self.max_results = max_results
+        self._active: dict[str, TaskResult | _Live] = {}
+        self._finished: dict[str, tuple[TaskResult, float]] = {}
+        self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
+
+    async def store(self, task_id: str, result: TaskResult) -> None:
+        """Save the record; a complete one wakes the task's waiters."""
+        self.store_now(task_id, result)
+
+    def mark_live(
+        self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
+    ) -> None:
+        """Record an unfinished state without building a record until one is read."""
+        self._active[task.id] = (task, status, started_at, deliveries)
+
+    def store_now(self, task_id: str, result: TaskResult) -> None:
+        """:meth:`store` without awaiting (the in-process fast path)."""
+        if not is_terminal(result.status):
+            self._finished.pop(task_id, None)
+            self._active[task_id] = result
+            return
+        self._active.pop(task_id, None)
+        finished = self._finished
+        finished.pop(task_id, None)
+        now = time.monotonic()
+        finished[task_id] = (result, now)
+        self._evict(now)
+        waiters = self._waiters.pop(task_id, None)
+        if waiters:
+            for future in waiters:
+                if not future.done():
+                    future.set_result(result)
+
+    def _evict(self, now: float) -> None:
+        finished = self._finished
+        bound = self.max_results
+        if bound is not None:
+            while len(finished) > bound:
+                del finished[next(iter(finished))]
+        if self.ttl is not None:
+            deadline = now - self.ttl
+            while finished:
+                oldest = next(iter(finished))
+                if finished[oldest][1] > deadline:
+                    break
+                del finished[oldest]
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The latest record, or ``None`` (unknown or expired)."""
+        return self.get_now(task_id)
+
+    def get_now(self, task_id: str) -> TaskResult | None:
+        """:meth:`get` without awaiting."""
+        record = self._active.get(task_id)
+        if record is not None:
+            return record if type(record) is TaskResult else _build(record)  # type: ignore[arg-type]
+        entry = self._finished.get(task_id)
+        if entry is None:
+            return None
+        if self.ttl is not None and entry[1] <= time.monotonic() - self.ttl:
+            del self._finished[task_id]
+            return None
+        return entry[0]
+
+    async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
+        """Wait for completion; woken by the completing ``store``."""
+        record = self.get_now(task_id)
+        if record is None:
+            raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
+        if is_terminal(record.status):
+            return record
+        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(future)
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise TaskTimeoutError(task_id, timeout) from None
+        finally:
+            self._drop_waiter(task_id, future)
+
+    def _drop_waiter(self, task_id: str, future: asyncio.Future[TaskResult]) -> None:
+        waiters = self._waiters.get(task_id)
+        if waiters is None:
+            return
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters:
+            del self._waiters[task_id]
+
+    async def delete(self, task_id: str) -> bool:
+        """Remove the record; True if there was one."""
+        found = self._active.pop(task_id, None) is not None
+        return self._finished.pop(task_id, None) is not None or found
+
+    async def clear(self) -> int:
+        """Remove every record."""
+        count = len(self._active) + len(self._finished)
+        self._active.clear()
+        self._finished.clear()
+        return count
+
+    async def list_by_status(
+        self, status: TaskStatus, limit: int | None = None, offset: int = 0
+    ) -> list[TaskResult]:
+        """Records in ``status``, most recent first."""
+        status = TaskStatus(status)
+        if status in TERMINAL_STATUSES:
+            now = time.monotonic()
+            self._evict(now)
+            records = (entry[0] for entry in reversed(self._finished.values()))
+        else:
+            records = (
+                entry if type(entry) is TaskResult else _build(entry)  # type: ignore[arg-type]
+                for entry in reversed(self._active.values())
+            )
+        matching = (record for record in records if record.status == status)
+        stop = None if limit is None else offset + limit
+        return list(itertools.islice(matching, offset, stop))
+
+    def __len__(self) -> int:
+        return len(self._active) + len(self._finished)

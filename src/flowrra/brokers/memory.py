@@ -1,0 +1,370 @@
+"""The in-process broker: priority lanes, a delayed set, in-flight claims, dead letters.
+
+Everything is event driven: a claimer with nothing to do waits on a future that the next
+``enqueue`` into its lane resolves; delayed tasks are moved by one loop timer set for the
+earliest due time. Nothing polls, so an idle app costs no CPU.
+
+A lane keeps one FIFO deque per priority level and a small heap of the levels in use, so
+queueing and claiming are O(1) whatever the queue depth (a heap of every task would cost
+a dozen comparisons per operation at 20,000 waiting tasks). Waiting tasks are also kept in
+one dict by id; a deque entry whose task is no longer in that dict (cancelled) is skipped
+when it surfaces, which makes cancel O(1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from flowrra.brokers.base import (
+    BrokerCounts,
+    DeadLetter,
+    Delivery,
+    QueueBroker,
+    task_lane,
+)
+from flowrra.task import Task
+
+
+class _Lane:
+    """Ready tasks of one lane: FIFO per priority, highest priority first."""
+
+    __slots__ = ("levels", "order")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, deque[Task]] = {}
+        self.order: list[int] = []  # heap of negated priorities that have a deque
+
+    def push(self, task: Task, *, front: bool = False) -> None:
+        level = self.levels.get(task.priority)
+        if level is None:
+            level = self.levels[task.priority] = deque()
+            heapq.heappush(self.order, -task.priority)
+        if front:
+            level.appendleft(task)
+        else:
+            level.append(task)
+
+    def pop(self) -> Task | None:
+        """The next task, or None when the lane is empty."""
+        order = self.order
+        while order:
+            priority = -order[0]
+            level = self.levels[priority]
+            if level:
+                return level.popleft()
+            heapq.heappop(order)
+            del self.levels[priority]
+        return None
+
+    def __bool__(self) -> bool:
+        return any(self.levels.values())
+
+
+_ANY_LANE = "*"  # claimers of any lane (``pop``) wait here
+
+
+class MemoryBroker(QueueBroker):
+    """A :class:`QueueBroker` held in this process's memory.
+
+    ``max_size`` bounds the tasks waiting (ready or delayed) that producers add:
+    ``enqueue`` waits for room. Retries and releases of tasks already owned by the broker
+    are always accepted, so a worker never blocks on its own queue. ``max_dead`` bounds the
+    dead-letter set (oldest dropped first).
+
+    Guarantee: a task reaches a final state within the life of this process, even when a
+    child process running it dies; nothing survives the process itself.
+    """
+
+    def __init__(self, max_size: int = 1000, max_dead: int = 10_000) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be >= 1")
+        self.max_size = max_size
+        self._sequence = itertools.count()
+        self._ready: dict[str, _Lane] = {}
+        self._delayed: list[tuple[float, int, Task]] = []
+        self._waiting: dict[str, Task] = {}
+        self._delayed_count = 0
+        self._in_flight: dict[str, Delivery] = {}
+        self._redeliveries: dict[str, int] = {}
+        self._dead: deque[DeadLetter] = deque(maxlen=max_dead)
+        self._claimers: dict[str, deque[asyncio.Future[None]]] = {}
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._tokens = itertools.count(1)
+
+    # -- producing -------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> bool:
+        """Queue ``task``; waits while ``max_size`` tasks are waiting."""
+        while len(self._waiting) >= self.max_size:
+            if task.id in self._waiting or task.id in self._in_flight:
+                return False
+            await self._wait_for_room()
+        return self._admit(task)
+
+    def _admit(self, task: Task) -> bool:
+        if task.id in self._waiting or task.id in self._in_flight:
+            return False
+        self._waiting[task.id] = task
+        if task.eta is not None and task.eta > time.time():
+            self._delay(task, task.eta)
+        else:
+            self._make_ready(task)
+        return True
+
+    async def _wait_for_room(self) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._wake_room()
+            raise
+
+    def _wake_room(self) -> None:
+        waiters = self._room_waiters
+        while waiters and len(self._waiting) < self.max_size:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+
+    def _make_ready(self, task: Task, *, front: bool = False) -> None:
+        lane = task_lane(task)
+        ready = self._ready.get(lane)
+        if ready is None:
+            ready = self._ready[lane] = _Lane()
+        ready.push(task, front=front)
+        claimers = self._claimers.get(lane)
+        while claimers:
+            future = claimers.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        if self._claimers.get(_ANY_LANE):
+            self._pass_on_wakeup([_ANY_LANE])
+
+    # -- delayed set -----------------------------------------------------------------
+
+    def _delay(self, task: Task, due: float) -> None:
+        heapq.heappush(self._delayed, (due, next(self._sequence), task))
+        self._delayed_count += 1
+        if self._timer is None or due < self._timer_due:
+            self._arm_timer(due)
+
+    def _arm_timer(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_due = due
+        self._timer = loop.call_later(max(0.0, due - time.time()), self._promote_due)
+
+    def _promote_due(self) -> None:
+        self._timer = None
+        now = time.time()
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, task = heapq.heappop(delayed)
+            if self._waiting.get(task.id) is task:
+                self._delayed_count -= 1
+                task.eta = None
+                self._make_ready(task)
+        while delayed and self._waiting.get(delayed[0][2].id) is not delayed[0][2]:
+            heapq.heappop(delayed)
+        if delayed:
+            self._arm_timer(delayed[0][0])
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def claim(self, lanes: Sequence[str]) -> Delivery:
+        """Claim the next ready task of ``lanes``; waits without polling when all are empty."""
+        while True:
+            delivery = self._take(lanes)
+            if delivery is not None:
+                return delivery
+            await self._wait_for_work(lanes)
+
+    def claim_nowait(self, lanes: Sequence[str]) -> Delivery | None:
+        """Claim a ready task of ``lanes`` at once, or return None."""
+        return self._take(lanes)
+
+    def _take(self, lanes: Sequence[str]) -> Delivery | None:
+        waiting = self._waiting
+        for lane in lanes:
+            ready = self._ready.get(lane)
+            if ready is None:
+                continue
+            while (task := ready.pop()) is not None:
+                if waiting.get(task.id) is not task:
+                    continue  # cancelled while it waited
+                del waiting[task.id]
+                redelivered = self._redeliveries.pop(task.id, 0) if self._redeliveries else 0
+                delivery = Delivery(task, lane, next(self._tokens), redelivered + 1)
+                self._in_flight[task.id] = delivery
+                if self._room_waiters:
+                    self._wake_room()
+                return delivery
+        return None
+
+    async def _wait_for_work(self, lanes: Sequence[str]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        for lane in lanes:
+            queue = self._claimers.get(lane)
+            if queue is None:
+                queue = self._claimers[lane] = deque()
+            queue.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._pass_on_wakeup(lanes)
+            raise
+        finally:
+            if len(lanes) > 1:
+                for lane in lanes:
+                    with contextlib.suppress(ValueError):
+                        self._claimers[lane].remove(future)
+
+    def _pass_on_wakeup(self, lanes: Sequence[str]) -> None:
+        """A woken claimer was cancelled: wake another so the ready task is not stranded."""
+        for lane in lanes:
+            claimers = self._claimers.get(lane)
+            while claimers and (lane == _ANY_LANE or self._ready.get(lane)):
+                future = claimers.popleft()
+                if not future.done():
+                    future.set_result(None)
+                    break
+
+    async def pop(self, timeout: float | None = None) -> Task | None:
+        """Take the next task of any lane, outside the lease protocol (at-most-once).
+
+        Returns ``None`` when nothing became ready within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    lanes = sorted(self._ready) or [""]
+                    delivery = self._take(lanes)
+                    if delivery is not None:
+                        break
+                    await self._wait_for_work([*lanes, _ANY_LANE])
+        except TimeoutError:
+            return None
+        await self.ack(delivery)
+        return delivery.task
+
+    # -- settling a delivery ---------------------------------------------------------
+
+    def _settle(self, delivery: Delivery) -> bool:
+        if self._in_flight.get(delivery.task.id) is not delivery:
+            return False
+        del self._in_flight[delivery.task.id]
+        return True
+
+    async def ack(self, delivery: Delivery) -> bool:
+        """Done: the task leaves the broker."""
+        settled = self._settle(delivery)
+        if settled and self._idle_waiters:
+            self._notify_if_idle()
+        return settled
+
+    async def retry(self, delivery: Delivery, delay: float) -> bool:
+        """Back to the delayed set (or ready at once for ``delay <= 0``)."""
+        if not self._settle(delivery):
+            return False
+        task = delivery.task
+        self._waiting[task.id] = task
+        if delay > 0:
+            task.eta = time.time() + delay
+            self._delay(task, task.eta)
+        else:
+            task.eta = None
+            self._make_ready(task)
+        return True
+
+    async def release(self, delivery: Delivery) -> bool:
+        """Back to the front of its priority in the ready lane; the next claim counts a delivery."""
+        if not self._settle(delivery):
+            return False
+        task = delivery.task
+        self._waiting[task.id] = task
+        self._redeliveries[task.id] = delivery.deliveries
+        self._make_ready(task, front=True)
+        return True
+
+    async def bury(self, delivery: Delivery, reason: str) -> bool:
+        """Dead-letter the task with ``reason``."""
+        if not self._settle(delivery):
+            return False
+        self._dead.append(DeadLetter(delivery.task, reason, time.time()))
+        if self._idle_waiters:
+            self._notify_if_idle()
+        return True
+
+    async def cancel(self, task_id: str) -> Task | None:
+        """Remove a waiting or delayed task (O(1); its heap entry is skipped later)."""
+        task = self._waiting.pop(task_id, None)
+        if task is None:
+            return None
+        self._redeliveries.pop(task_id, None)
+        if task.eta is not None:
+            self._delayed_count -= 1
+        if self._room_waiters:
+            self._wake_room()
+        if self._idle_waiters:
+            self._notify_if_idle()
+        return task
+
+    # -- inspection ------------------------------------------------------------------
+
+    async def counts(self) -> BrokerCounts:
+        """Current sizes."""
+        return self.counts_now()
+
+    def counts_now(self) -> BrokerCounts:
+        """Current sizes, without awaiting."""
+        delayed = self._delayed_count
+        return BrokerCounts(
+            ready=len(self._waiting) - delayed,
+            delayed=delayed,
+            in_flight=len(self._in_flight),
+            dead=len(self._dead),
+        )
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first."""
+        return list(itertools.islice(reversed(self._dead), limit))
+
+    def is_idle(self) -> bool:
+        """True when nothing is waiting, delayed or in flight."""
+        return not self._waiting and not self._in_flight
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is waiting, delayed or in flight."""
+        if self.is_idle():
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(future)
+        await future
+
+    def _notify_if_idle(self) -> None:
+        if self.is_idle():
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        """Stop the delayed-set timer; waiting tasks are dropped with the broker."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

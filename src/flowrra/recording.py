@@ -1,0 +1,162 @@
+"""State changes of tasks: build the record, store it, publish it.
+
+Every transition of the state machine in :mod:`flowrra.task` goes through
+:class:`TaskRecorder`, so no backend or executor can forget the event or the log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import datetime
+from typing import Any
+
+from flowrra.backends.base import BaseResultBackend
+from flowrra.backends.memory import InMemoryBackend
+from flowrra.events import EventBus
+from flowrra.task import Task, TaskResult, TaskStatus, utcnow
+
+logger = logging.getLogger("flowrra.tasks")
+
+
+def describe_error(error: BaseException) -> str:
+    """``"<ExceptionType>: <message>"`` (the remote type name for child-process errors)."""
+    type_name = getattr(error, "type_name", None) or type(error).__name__
+    message = str(error)
+    return f"{type_name}: {message}" if message else type_name
+
+
+def format_traceback(error: BaseException) -> str:
+    """The formatted traceback of ``error`` (the child's, for child-process errors)."""
+    remote = getattr(error, "formatted", None)
+    if isinstance(remote, str):
+        return remote
+    return "".join(traceback.format_exception(error))
+
+
+def live_record(
+    task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
+) -> TaskResult:
+    """The record of a task that is not finished (pending, running)."""
+    return TaskResult(
+        task.id,
+        status,
+        task.name,
+        submitted_at=task.submitted_at,
+        started_at=started_at,
+        retries=task.current_retry,
+        args=task.args,
+        kwargs=task.kwargs,
+        deliveries=deliveries,
+    )
+
+
+class TaskRecorder:
+    """Stores each state change of a task and publishes it as a ``task.update`` event.
+
+    With the in-process backend, records of unfinished tasks are kept as a reference to
+    the queued task and built only when somebody reads them.
+    """
+
+    def __init__(self, backend: BaseResultBackend, bus: EventBus) -> None:
+        self.backend = backend
+        self.bus = bus
+        self._memory: InMemoryBackend | None = None
+        if isinstance(backend, InMemoryBackend) and type(backend).store is InMemoryBackend.store:
+            self._memory = backend
+
+    async def record(self, record: TaskResult) -> None:
+        """Store ``record`` and publish it."""
+        if self._memory is not None:
+            self._memory.store_now(record.task_id, record)
+        else:
+            await self.backend.store(record.task_id, record)
+        if self.bus.has_subscribers:
+            await self.bus.emit({"type": "task.update", "task": record.to_dict})
+
+    async def live(
+        self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
+    ) -> None:
+        """Record an unfinished state: pending (queued or handed back) or running."""
+        if self._memory is not None:
+            self._memory.mark_live(task, status, started_at, deliveries)
+            if self.bus.has_subscribers:
+                record = live_record(task, status, started_at, deliveries)
+                await self.bus.emit({"type": "task.update", "task": record.to_dict})
+            return
+        await self.record(live_record(task, status, started_at, deliveries))
+
+    async def pending(self, task: Task, deliveries: int = 0) -> None:
+        """The task waits in the queue (new, or handed back after its worker died)."""
+        await self.live(task, TaskStatus.PENDING, None, deliveries)
+
+    async def running(self, task: Task, started_at: datetime, deliveries: int) -> None:
+        """A worker claimed the task and started it."""
+        if self._memory is not None and not self.bus.has_subscribers:
+            self._memory.mark_live(task, TaskStatus.RUNNING, started_at, deliveries)
+            return
+        await self.live(task, TaskStatus.RUNNING, started_at, deliveries)
+
+    async def succeeded(
+        self, task: Task, result: Any, started_at: datetime | None, deliveries: int
+    ) -> None:
+        """The task returned ``result``."""
+        record = TaskResult(
+            task.id,
+            TaskStatus.SUCCESS,
+            task.name,
+            result,
+            None,
+            task.submitted_at,
+            started_at,
+            utcnow(),
+            task.current_retry,
+            task.args,
+            task.kwargs,
+            deliveries,
+            None,
+        )
+        if self._memory is not None and not self.bus.has_subscribers:
+            self._memory.store_now(task.id, record)
+            return
+        await self.record(record)
+
+    async def ended(
+        self,
+        task: Task,
+        status: TaskStatus,
+        error: BaseException | str,
+        started_at: datetime | None,
+        deliveries: int,
+    ) -> None:
+        """The task failed, is waiting for a retry, or was cancelled."""
+        if isinstance(error, BaseException):
+            message, trace = describe_error(error), format_traceback(error)
+        else:
+            message, trace = error, None
+        final = status != TaskStatus.RETRYING
+        await self.record(
+            TaskResult(
+                task.id,
+                status,
+                task.name,
+                error=message,
+                submitted_at=task.submitted_at,
+                started_at=started_at,
+                finished_at=utcnow() if final else None,
+                retries=task.current_retry,
+                args=task.args,
+                kwargs=task.kwargs,
+                deliveries=deliveries,
+                traceback=trace,
+            )
+        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "task %s[%s] %s (attempt %d): %s",
+                task.name,
+                task.id,
+                status,
+                task.current_retry + 1,
+                message,
+            )

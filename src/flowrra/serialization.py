@@ -1,0 +1,68 @@
+"""The JSON boundary every task argument and result crosses.
+
+flowrra promises that task code behaves the same in-process and across processes (Redis).
+So arguments and results are held to what JSON can carry even in-process: a value that
+JSON cannot represent fails here, at submit time for arguments, and as a task failure for
+results. Containers are copied through JSON, so a task sees exactly what a remote worker
+would see (tuples arrive as lists) and later changes by the caller do not leak in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flowrra.exceptions import SerializationError
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_scalar(value: object) -> bool:
+    return type(value) in _SCALARS
+
+
+def json_roundtrip(value: Any, what: str) -> Any:
+    """Return ``value`` as a JSON encode/decode cycle would give it back.
+
+    Scalars are returned as they are (the round trip would not change them). Raises
+    :class:`SerializationError` naming ``what`` when JSON cannot represent the value.
+    """
+    if _is_scalar(value):
+        return value
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} cannot be sent as JSON: {exc}") from None
+
+
+def prepare_arguments(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Check and normalise a call's arguments for transport.
+
+    Returns the arguments as a worker in another process would receive them. Raises
+    :class:`SerializationError` (a ``TypeError``) for anything JSON cannot carry.
+    """
+    for value in args:
+        if not _is_scalar(value):
+            break
+    else:
+        for value in kwargs.values():
+            if not _is_scalar(value):
+                break
+        else:
+            return args, kwargs
+    what = f"the arguments of task '{task_name}'"
+    decoded_args = json_roundtrip(list(args), what)
+    decoded_kwargs = json_roundtrip(kwargs, what)
+    return tuple(decoded_args), decoded_kwargs
+
+
+def dumps(value: Any) -> str:
+    """Encode ``value`` as compact JSON."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode JSON text."""
+    return json.loads(data)

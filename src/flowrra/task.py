@@ -1,0 +1,216 @@
+"""The queued unit (:class:`Task`), its record (:class:`TaskResult`) and its states.
+
+A task moves through one state machine, named once here::
+
+    pending ──claim──▶ running ──▶ success
+       ▲                  │  └────▶ failed      (no retries left, or not retryable)
+       │                  ├───────▶ retrying ──(back-off elapsed)──▶ pending
+       └──(redelivery)────┘
+    pending / retrying / running ──cancel──▶ cancelled
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is in its life. Compares equal to its string value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def is_terminal(status: TaskStatus) -> bool:
+    """True for success, failed and cancelled (identity checks: enum hashing is slow)."""
+    return (
+        status is TaskStatus.SUCCESS
+        or status is TaskStatus.FAILED
+        or (status is TaskStatus.CANCELLED)
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """The record of one task: its state, result or error, timing and arguments.
+
+    ``error`` reads ``"<ExceptionType>: <message>"``. The final record keeps
+    ``submitted_at``, ``args`` and ``kwargs``. ``retries`` counts retries after the first
+    attempt; ``deliveries`` counts how many times a worker claimed the current attempt (a
+    redelivery after a worker died is a delivery, not a retry). ``traceback`` holds the
+    formatted traceback of the last error.
+    """
+
+    task_id: str
+    status: TaskStatus
+    task_name: str | None = None
+    result: Any = None
+    error: str | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    retries: int = 0
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    deliveries: int = 0
+    traceback: str | None = None
+
+    @property
+    def is_complete(self) -> bool:
+        """True once the task reached a final state (success, failed or cancelled)."""
+        return is_terminal(TaskStatus(self.status))
+
+    @property
+    def is_success(self) -> bool:
+        """True when the task finished without error."""
+        return self.status == TaskStatus.SUCCESS
+
+    @property
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: ISO datetimes, the status as its string, args as a list.
+
+        A property (not a method), as in the 0.1.x API.
+        """
+        return {
+            "task_id": self.task_id,
+            "status": str(self.status),
+            "task_name": self.task_name,
+            "result": self.result,
+            "error": self.error,
+            "submitted_at": _iso(self.submitted_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "retries": self.retries,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "deliveries": self.deliveries,
+            "traceback": self.traceback,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
+        """Rebuild a record from :attr:`to_dict` output. Unknown keys are ignored."""
+        return cls(
+            task_id=str(data["task_id"]),
+            status=TaskStatus(data["status"]),
+            task_name=data.get("task_name"),
+            result=data.get("result"),
+            error=data.get("error"),
+            submitted_at=_parse_datetime(data.get("submitted_at")),
+            started_at=_parse_datetime(data.get("started_at")),
+            finished_at=_parse_datetime(data.get("finished_at")),
+            retries=int(data.get("retries", 0)),
+            args=tuple(data.get("args", ())),
+            kwargs=dict(data.get("kwargs") or {}),
+            deliveries=int(data.get("deliveries", 0)),
+            traceback=data.get("traceback"),
+        )
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    """One queued call: what the broker stores and a worker claims.
+
+    Ordering: a task with a **higher** ``priority`` sorts first (``a < b`` means a runs
+    before b). Brokers add FIFO order among equal priorities themselves.
+
+    ``eta`` is the UNIX time before which the task must not start (``None``: now).
+    ``executor`` names the executor that runs it (``None``: ``"cpu"`` when ``cpu_bound``,
+    else ``"io"``).
+    """
+
+    id: str
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    current_retry: int = 0
+    priority: int = 0
+    cpu_bound: bool = False
+    queue: str = "default"
+    executor: str | None = None
+    timeout: float | None = None
+    eta: float | None = None
+    submitted_at: datetime | None = None
+
+    def __lt__(self, other: Task) -> bool:
+        return self.priority > other.priority
+
+    @property
+    def executor_name(self) -> str:
+        """The executor this task runs on."""
+        if self.executor is not None:
+            return self.executor
+        return "cpu" if self.cpu_bound else "io"
+
+    def to_message(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (the wire form used by remote brokers)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "max_retries": self.max_retries,
+            "retry_delay": self.retry_delay,
+            "current_retry": self.current_retry,
+            "priority": self.priority,
+            "cpu_bound": self.cpu_bound,
+            "queue": self.queue,
+            "executor": self.executor,
+            "timeout": self.timeout,
+            "eta": self.eta,
+            "submitted_at": _iso(self.submitted_at),
+        }
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> Task:
+        """Rebuild a task from :meth:`to_message` output.
+
+        Raises ``KeyError``, ``TypeError`` or ``ValueError`` for a malformed message.
+        """
+        args = data["args"]
+        kwargs = data["kwargs"]
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise TypeError("message 'args' must be a list and 'kwargs' an object")
+        return cls(
+            id=str(data["id"]),
+            name=str(data["name"]),
+            args=tuple(args),
+            kwargs=kwargs,
+            max_retries=int(data.get("max_retries", 3)),
+            retry_delay=float(data.get("retry_delay", 1.0)),
+            current_retry=int(data.get("current_retry", 0)),
+            priority=int(data.get("priority", 0)),
+            cpu_bound=bool(data.get("cpu_bound", False)),
+            queue=str(data.get("queue", "default")),
+            executor=data.get("executor"),
+            timeout=data.get("timeout"),
+            eta=data.get("eta"),
+            submitted_at=_parse_datetime(data.get("submitted_at")),
+        )
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)

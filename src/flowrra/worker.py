@@ -1,0 +1,283 @@
+"""The worker loop: claim, run on an executor, record, settle.
+
+Each executor gets ``concurrency`` slot coroutines; a slot claims one task at a time from
+the executor's lanes and runs it start to finish, so there is no per-task ``create_task``
+and no dispatcher in between. Retries, timeouts, cancellation and redelivery are decided
+here, once, for every executor and broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from flowrra.brokers.base import Delivery, QueueBroker, lane_of
+from flowrra.exceptions import (
+    SerializationError,
+    TaskCancelledError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
+from flowrra.executors.base import BaseTaskExecutor
+from flowrra.executors.io import IOExecutor
+from flowrra.recording import TaskRecorder
+from flowrra.registry import TaskFunction, TaskRegistry
+from flowrra.serialization import json_roundtrip
+from flowrra.task import Task, TaskStatus, utcnow
+
+logger = logging.getLogger("flowrra.worker")
+
+_FAIRNESS_STREAK = 100  # tasks a slot runs back to back before it yields to the event loop
+
+
+class _Interrupt(enum.Enum):
+    """Why the worker itself cancelled a running call."""
+
+    CANCEL = "cancel"  # app.cancel(task_id)
+    SHUTDOWN = "shutdown"  # the grace period of stop() ran out
+
+
+class _Slot:
+    """One slot coroutine and what it is doing."""
+
+    __slots__ = ("coroutine", "delivery", "in_call")
+
+    def __init__(self) -> None:
+        self.coroutine: asyncio.Task[None] | None = None
+        self.delivery: Delivery | None = None
+        self.in_call = False
+
+
+class Worker:
+    """Runs tasks claimed from ``broker`` on ``executors`` (by executor name).
+
+    ``queues``: the queues served, earlier ones first. ``max_deliveries``: deliveries of one
+    attempt (each ends by the death of the process running it) before the task is
+    dead-lettered.
+    """
+
+    def __init__(
+        self,
+        broker: QueueBroker,
+        recorder: TaskRecorder,
+        registry: TaskRegistry,
+        executors: Mapping[str, BaseTaskExecutor],
+        *,
+        queues: Iterable[str] = ("default",),
+        max_deliveries: int = 3,
+    ) -> None:
+        self._broker = broker
+        self._recorder = recorder
+        self._registry = registry
+        self._executors = dict(executors)
+        self._queues = tuple(queues)
+        self._max_deliveries = max_deliveries
+        self._slots: list[_Slot] = []
+        self._by_task: dict[str, _Slot] = {}
+        self._interrupts: dict[str, _Interrupt] = {}
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    @property
+    def running(self) -> int:
+        """How many tasks this worker is running now."""
+        return len(self._by_task)
+
+    async def start(self) -> None:
+        """Start the executors and one coroutine per slot."""
+        self._stopping = False
+        for name, executor in self._executors.items():
+            await executor.start()
+            lanes = [lane_of(queue, name) for queue in self._queues]
+            for _ in range(executor.concurrency):
+                slot = _Slot()
+                slot.coroutine = asyncio.create_task(
+                    self._serve(slot, executor, lanes), name=f"flowrra-{name}-slot"
+                )
+                self._slots.append(slot)
+
+    async def stop(self, grace: float | None = 30.0) -> None:
+        """Stop claiming; let running tasks finish within ``grace`` seconds; hand the rest back.
+
+        Tasks still running after ``grace`` are stopped and put back in the queue at once
+        (``grace=0``: at once, ``None``: wait for them however long they run).
+        """
+        self._stopping = True
+        for slot in self._slots:
+            if slot.delivery is None and slot.coroutine is not None:
+                slot.coroutine.cancel()
+        busy = [s.coroutine for s in self._slots if s.delivery is not None and s.coroutine]
+        if busy and grace != 0:
+            await asyncio.wait(busy, timeout=grace)
+        for slot in self._slots:
+            if slot.delivery is not None and slot.in_call and slot.coroutine is not None:
+                self._interrupts[slot.delivery.task.id] = _Interrupt.SHUTDOWN
+                slot.coroutine.cancel()
+        await asyncio.gather(
+            *(s.coroutine for s in self._slots if s.coroutine), return_exceptions=True
+        )
+        self._slots.clear()
+        for executor in self._executors.values():
+            await executor.stop()
+
+    def cancel_running(self, task_id: str) -> bool:
+        """Stop the call of ``task_id`` if this worker is running it; True if it was."""
+        slot = self._by_task.get(task_id)
+        if slot is None or not slot.in_call or slot.coroutine is None:
+            return False
+        self._interrupts[task_id] = _Interrupt.CANCEL
+        slot.coroutine.cancel()
+        return True
+
+    async def _serve(self, slot: _Slot, executor: BaseTaskExecutor, lanes: list[str]) -> None:
+        claim_nowait = self._broker.claim_nowait
+        claim = self._broker.claim
+        streak = 0
+        while not self._stopping:
+            if streak == _FAIRNESS_STREAK:
+                # a run of tasks that never waited: let the rest of the app run
+                streak = 0
+                await asyncio.sleep(0)
+                continue
+            delivery = claim_nowait(lanes)
+            if delivery is None:
+                streak = 0
+                delivery = await claim(lanes)
+                if self.stopping:  # stop() began while this slot waited
+                    await self._broker.release(delivery)
+                    return
+            else:
+                streak += 1
+            await self._run(slot, executor, delivery)
+
+    async def _run(self, slot: _Slot, executor: BaseTaskExecutor, delivery: Delivery) -> None:
+        slot.delivery = delivery
+        task_id = delivery.task.id
+        self._by_task[task_id] = slot
+        try:
+            await self._handle(slot, executor, delivery)
+        except Exception:
+            logger.exception("worker slot failed to settle task %s; handing it back", task_id)
+            await self._broker.release(delivery)
+        finally:
+            del self._by_task[task_id]
+            slot.delivery = None
+
+    async def _handle(self, slot: _Slot, executor: BaseTaskExecutor, delivery: Delivery) -> None:
+        task = delivery.task
+        function = self._registry.get(task.name)
+        if function is None:
+            reason = f"task '{task.name}' is not registered in this worker"
+            await self._recorder.ended(task, TaskStatus.FAILED, reason, None, delivery.deliveries)
+            await self._broker.bury(delivery, reason)
+            return
+        started_at = utcnow()
+        await self._recorder.running(task, started_at, delivery.deliveries)
+        slot.in_call = True
+        try:
+            result = await self._call(executor, function, task)
+        except asyncio.CancelledError:
+            slot.in_call = False
+            interrupt = self._interrupts.pop(task.id, None)
+            if interrupt is None:
+                await self._broker.release(delivery)
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._interrupted(delivery, interrupt, started_at)
+            return
+        except WorkerLostError as lost:
+            slot.in_call = False
+            await self._lost(delivery, lost, started_at)
+            return
+        except Exception as error:
+            slot.in_call = False
+            await self._failed(function, delivery, error, started_at)
+            return
+        slot.in_call = False
+        if self._interrupts and task.id in self._interrupts:
+            # the call swallowed its cancellation: honour the request all the same
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._interrupted(delivery, self._interrupts.pop(task.id), started_at)
+            return
+        await self._recorder.succeeded(task, result, started_at, delivery.deliveries)
+        await self._broker.ack(delivery)
+
+    async def _call(
+        self, executor: BaseTaskExecutor, function: TaskFunction[..., Any], task: Task
+    ) -> Any:
+        if task.timeout is None:
+            if type(executor) is IOExecutor:  # its run() is exactly this await
+                result = await function.fn(*task.args, **task.kwargs)
+            else:
+                result = await executor.run(function.fn, task.args, task.kwargs)
+        else:
+            try:
+                async with asyncio.timeout(task.timeout) as scope:
+                    result = await executor.run(function.fn, task.args, task.kwargs)
+            except TimeoutError:
+                if scope.expired():
+                    raise TaskTimeoutError(task.id, task.timeout) from None
+                raise
+        return json_roundtrip(result, f"the result of task '{task.name}'")
+
+    async def _failed(
+        self,
+        function: TaskFunction[..., Any],
+        delivery: Delivery,
+        error: Exception,
+        started_at: datetime,
+    ) -> None:
+        task = delivery.task
+        policy = function.options_.retry_policy
+        retryable = not isinstance(error, SerializationError) and policy.is_retryable(error)
+        if retryable and task.current_retry < task.max_retries:
+            task.current_retry += 1
+            delay = policy.delay(task.current_retry, task.retry_delay)
+            await self._recorder.ended(
+                task, TaskStatus.RETRYING, error, started_at, delivery.deliveries
+            )
+            await self._broker.retry(delivery, delay)
+            return
+        await self._recorder.ended(task, TaskStatus.FAILED, error, started_at, delivery.deliveries)
+        await self._broker.ack(delivery)
+
+    async def _lost(self, delivery: Delivery, lost: WorkerLostError, started_at: datetime) -> None:
+        task = delivery.task
+        if delivery.deliveries >= self._max_deliveries:
+            reason = f"{lost}; dead-lettered after {delivery.deliveries} deliveries"
+            await self._recorder.ended(
+                task, TaskStatus.FAILED, WorkerLostError(reason), started_at, delivery.deliveries
+            )
+            await self._broker.bury(delivery, reason)
+            return
+        logger.warning(
+            "task %s[%s] lost its process (%s); delivering it again", task.name, task.id, lost
+        )
+        await self._recorder.pending(task, delivery.deliveries)
+        await self._broker.release(delivery)
+
+    async def _interrupted(
+        self, delivery: Delivery, interrupt: _Interrupt, started_at: datetime
+    ) -> None:
+        task = delivery.task
+        if interrupt is _Interrupt.SHUTDOWN:
+            await self._recorder.pending(task, delivery.deliveries)
+            await self._broker.release(delivery)
+            return
+        error = TaskCancelledError(f"task '{task.id}' was cancelled while running")
+        await self._recorder.ended(
+            task, TaskStatus.CANCELLED, error, started_at, delivery.deliveries
+        )
+        await self._broker.ack(delivery)
