@@ -43,7 +43,8 @@ async def test_store_replaces_the_record(backend: BaseResultBackend) -> None:
     await backend.store("t", record("t", TaskStatus.PENDING))
     await backend.store("t", record("t", TaskStatus.RUNNING))
     loaded = await backend.get("t")
-    assert loaded is not None and loaded.status == TaskStatus.RUNNING
+    assert loaded is not None
+    assert loaded.status == TaskStatus.RUNNING
 
 
 async def test_wait_for_returns_a_complete_record_at_once(backend: BaseResultBackend) -> None:

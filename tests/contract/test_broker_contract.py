@@ -145,7 +145,8 @@ async def test_cancel_removes_waiting_and_delayed_tasks(broker: QueueBroker) -> 
     await broker.enqueue(make_task("drop"))
     await broker.enqueue(make_task("drop-later", eta=time.time() + 60))
     removed = await broker.cancel("drop")
-    assert removed is not None and removed.id == "drop"
+    assert removed is not None
+    assert removed.id == "drop"
     assert (await broker.cancel("drop-later")) is not None
     assert await broker.cancel("drop") is None
     assert await broker.cancel("unknown") is None
@@ -198,7 +199,8 @@ async def test_pop_and_push_follow_the_minimal_protocol(broker: QueueBroker) -> 
     await broker.push(make_task("high", 2))
     assert await broker.size() == 2
     popped = await broker.pop(timeout=1)
-    assert popped is not None and popped.id == "high"
+    assert popped is not None
+    assert popped.id == "high"
     assert await broker.pop(timeout=1) is not None
     assert await broker.pop(timeout=0.05) is None
 
