@@ -142,10 +142,17 @@ class MySQLSchedulerBackend(BaseSchedulerBackend):
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("SELECT GET_LOCK(%s, 60)", (sql.version_table,))
             try:
+                # Only when absent: MySQL warns on CREATE TABLE IF NOT EXISTS of a table.
                 await cur.execute(
-                    f"CREATE TABLE IF NOT EXISTS {sql.version_table} "
-                    f"(version INT NOT NULL){_TABLE_OPTIONS}"
+                    "SELECT COUNT(*) FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() AND table_name = %s",
+                    (sql.version_table,),
                 )
+                (exists,) = await cur.fetchone()
+                if not exists:
+                    await cur.execute(
+                        f"CREATE TABLE {sql.version_table} (version INT NOT NULL){_TABLE_OPTIONS}"
+                    )
                 await cur.execute(f"SELECT MAX(version) FROM {sql.version_table}")
                 (found,) = await cur.fetchone()
                 if found is not None:

@@ -9,6 +9,8 @@ object (share that object between schedulers in one process to share the store).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -100,20 +102,35 @@ class SQLiteSchedulerBackend(BaseSchedulerBackend):
         return f"SQLiteSchedulerBackend({self.database!r}, table_name={self._sql.table!r})"
 
     async def _connection(self) -> aiosqlite.Connection:
-        """The open connection (caller holds ``_lock``); connects and migrates once."""
-        if self._conn is None:
-            conn: aiosqlite.Connection = await self._driver.connect(
-                self.database, timeout=self.busy_timeout, isolation_level=None
-            )
+        """The open connection (caller holds ``_lock``); connects and migrates once.
+
+        SQLite can answer "database is locked" without waiting while another process
+        switches the file to WAL mode, so opening is retried until ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.01
+        while self._conn is None:
             try:
-                if self.database != ":memory:":
-                    await conn.execute("PRAGMA journal_mode=WAL")
-                await self._migrate(conn)
-            except BaseException:
-                await conn.close()
-                raise
-            self._conn = conn
+                self._conn = await self._open()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
         return self._conn
+
+    async def _open(self) -> aiosqlite.Connection:
+        conn: aiosqlite.Connection = await self._driver.connect(
+            self.database, timeout=self.busy_timeout, isolation_level=None
+        )
+        try:
+            if self.database != ":memory:":
+                await conn.execute("PRAGMA journal_mode=WAL")
+            await self._migrate(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         sql = self._sql
