@@ -45,7 +45,15 @@ def get_backend(config: BackendConfig | str | None = None) -> BaseResultBackend:
 
 def _redis_class() -> Any:
     """The Redis implementation, imported on first use (it needs the ``redis`` extra)."""
-    return importlib.import_module("flowrra.backends.redis").RedisBackend
+    try:
+        module = importlib.import_module("flowrra.backends.redis")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in {"redis", "hiredis"}:
+            raise ImportError(
+                "RedisBackend needs the redis package: pip install 'flowrra[redis]'"
+            ) from exc
+        raise
+    return module.RedisBackend
 
 
 def __getattr__(name: str) -> Any:

@@ -63,7 +63,15 @@ def get_broker(config: BrokerConfig | str | None = None, *, max_size: int = 1000
 
 def _redis_class() -> Any:
     """The Redis implementation, imported on first use (it needs the ``redis`` extra)."""
-    return importlib.import_module("flowrra.brokers.redis").RedisBroker
+    try:
+        module = importlib.import_module("flowrra.brokers.redis")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in {"redis", "hiredis"}:
+            raise ImportError(
+                "RedisBroker needs the redis package: pip install 'flowrra[redis]'"
+            ) from exc
+        raise
+    return module.RedisBroker
 
 
 def __getattr__(name: str) -> Any:
