@@ -172,13 +172,18 @@ class Scheduler:
     async def _pass(self) -> float:
         """One :meth:`tick`; returns how long to sleep before the next one."""
         try:
-            await self.tick()
-            return await self._sleep_time()
+            submitted = await self.tick()
+            return await self._sleep_time(progressed=submitted > 0)
         except Exception:
             logger.exception("scheduler pass failed; retrying in %.1fs", self.poll_interval)
             return self.poll_interval
 
-    async def _sleep_time(self) -> float:
+    async def _sleep_time(self, progressed: bool) -> float:
+        """Until the next due time, at most :attr:`poll_interval`.
+
+        A run already due again means it fell due during the pass (go on at once when
+        the pass made progress) or another instance holds it (look again shortly).
+        """
         if self._failed:
             return self.poll_interval
         due = await self.backend.next_due_at()
@@ -186,7 +191,7 @@ class Scheduler:
             return self.poll_interval
         wait = (due - self.now()).total_seconds()
         if wait <= 0:
-            return BUSY_PAUSE
+            return 0.0 if progressed else BUSY_PAUSE
         return min(wait, self.poll_interval)
 
     async def tick(self, now: datetime | None = None) -> int:

@@ -126,6 +126,9 @@ class SQLiteSchedulerBackend(BaseSchedulerBackend):
         try:
             if self.database != ":memory:":
                 await conn.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL never corrupts the file; a power cut may undo the
+                # last commits, which at worst fires those runs again with the same ids.
+                await conn.execute("PRAGMA synchronous=NORMAL")
             await self._migrate(conn)
         except BaseException:
             await conn.close()
