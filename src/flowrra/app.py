@@ -84,6 +84,7 @@ class Flowrra:
         )
         self._backend: BaseResultBackend = get_backend(self.config.backend)
         self._recorder = TaskRecorder(self._backend, event_bus)
+        self._memory_backend = self._recorder.memory
         self._executors: dict[str, BaseTaskExecutor] = {
             "io": IOExecutor(executor_config.io_workers),
             "cpu": CPUExecutor(executor_config.cpu_workers),
@@ -360,9 +361,12 @@ class Flowrra:
         queue = self._queue
         if queue is None:
             raise ExecutorNotRunningError()
-        await self._recorder.pending(message)
+        recorder = self._recorder
+        if not recorder.live_nowait(message, TaskStatus.PENDING, None, 0):
+            await recorder.live(message, TaskStatus.PENDING, None, 0)
         try:
-            await queue.enqueue(message)
+            if queue.enqueue_nowait(message) is None:
+                await queue.enqueue(message)
         except BaseException:
             await self._backend.delete(task_id)
             raise
@@ -376,6 +380,10 @@ class Flowrra:
         Raises :class:`TaskTimeoutError` (a ``TimeoutError``) after ``timeout`` seconds and
         :class:`TaskNotFoundError` (a ``ValueError``) for an unknown id.
         """
+        if self._memory_backend is not None:
+            done = self._memory_backend.finished_now(task_id)
+            if done is not None:
+                return done
         return await self._backend.wait_for(task_id, timeout)
 
     async def get_result(self, task_id: str) -> TaskResult | None:

@@ -51,6 +51,27 @@ def live_record(
     )
 
 
+def success_record(
+    task: Task, result: Any, started_at: datetime | None, deliveries: int
+) -> TaskResult:
+    """The final record of a task that returned ``result``."""
+    return TaskResult(
+        task.id,
+        TaskStatus.SUCCESS,
+        task.name,
+        result,
+        None,
+        task.submitted_at,
+        started_at,
+        utcnow(),
+        task.current_retry,
+        task.args,
+        task.kwargs,
+        deliveries,
+        None,
+    )
+
+
 class TaskRecorder:
     """Stores each state change of a task and publishes it as a ``task.update`` event.
 
@@ -65,6 +86,12 @@ class TaskRecorder:
         if isinstance(backend, InMemoryBackend) and type(backend).store is InMemoryBackend.store:
             self._memory = backend
 
+    @property
+    def memory(self) -> InMemoryBackend | None:
+        """The in-process backend when its fast paths apply (not a subclass that stores
+        elsewhere), else None."""
+        return self._memory
+
     async def record(self, record: TaskResult) -> None:
         """Store ``record`` and publish it."""
         if self._memory is not None:
@@ -73,6 +100,18 @@ class TaskRecorder:
             await self.backend.store(record.task_id, record)
         if self.bus.has_subscribers:
             await self.bus.emit({"type": "task.update", "task": record.to_dict})
+
+    def live_nowait(
+        self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
+    ) -> bool:
+        """Record an unfinished state at once if that needs no I/O; False otherwise.
+
+        On False the caller awaits :meth:`live` instead.
+        """
+        if self._memory is None or self.bus.has_subscribers:
+            return False
+        self._memory.mark_live(task, status, started_at, deliveries)
+        return True
 
     async def live(
         self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
@@ -86,40 +125,16 @@ class TaskRecorder:
             return
         await self.record(live_record(task, status, started_at, deliveries))
 
+    def store_nowait(self, record: TaskResult) -> bool:
+        """Store ``record`` at once if that needs no I/O; False otherwise (await :meth:`record`)."""
+        if self._memory is None or self.bus.has_subscribers:
+            return False
+        self._memory.store_now(record.task_id, record)
+        return True
+
     async def pending(self, task: Task, deliveries: int = 0) -> None:
         """The task waits in the queue (new, or handed back after its worker died)."""
         await self.live(task, TaskStatus.PENDING, None, deliveries)
-
-    async def running(self, task: Task, started_at: datetime, deliveries: int) -> None:
-        """A worker claimed the task and started it."""
-        if self._memory is not None and not self.bus.has_subscribers:
-            self._memory.mark_live(task, TaskStatus.RUNNING, started_at, deliveries)
-            return
-        await self.live(task, TaskStatus.RUNNING, started_at, deliveries)
-
-    async def succeeded(
-        self, task: Task, result: Any, started_at: datetime | None, deliveries: int
-    ) -> None:
-        """The task returned ``result``."""
-        record = TaskResult(
-            task.id,
-            TaskStatus.SUCCESS,
-            task.name,
-            result,
-            None,
-            task.submitted_at,
-            started_at,
-            utcnow(),
-            task.current_retry,
-            task.args,
-            task.kwargs,
-            deliveries,
-            None,
-        )
-        if self._memory is not None and not self.bus.has_subscribers:
-            self._memory.store_now(task.id, record)
-            return
-        await self.record(record)
 
     async def ended(
         self,

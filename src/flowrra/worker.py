@@ -24,7 +24,7 @@ from flowrra.exceptions import (
 )
 from flowrra.executors.base import BaseTaskExecutor
 from flowrra.executors.io import IOExecutor
-from flowrra.recording import TaskRecorder
+from flowrra.recording import TaskRecorder, success_record
 from flowrra.registry import TaskFunction, TaskRegistry
 from flowrra.serialization import json_roundtrip
 from flowrra.task import Task, TaskStatus, utcnow
@@ -156,44 +156,45 @@ class Worker:
                     return
             else:
                 streak += 1
-            await self._run(slot, executor, delivery)
+            slot.delivery = delivery
+            task_id = delivery.task.id
+            self._by_task[task_id] = slot
+            function = self._registry.get(delivery.task.name)
+            try:
+                if function is None:
+                    await self._unknown(delivery)
+                else:
+                    await self._handle(slot, executor, function, delivery)
+            except Exception:
+                logger.exception("worker slot failed to settle task %s; handing it back", task_id)
+                await self._broker.release(delivery)
+            finally:
+                del self._by_task[task_id]
+                slot.delivery = None
 
-    async def _run(self, slot: _Slot, executor: BaseTaskExecutor, delivery: Delivery) -> None:
-        slot.delivery = delivery
-        task_id = delivery.task.id
-        self._by_task[task_id] = slot
-        try:
-            await self._handle(slot, executor, delivery)
-        except Exception:
-            logger.exception("worker slot failed to settle task %s; handing it back", task_id)
-            await self._broker.release(delivery)
-        finally:
-            del self._by_task[task_id]
-            slot.delivery = None
-
-    async def _handle(self, slot: _Slot, executor: BaseTaskExecutor, delivery: Delivery) -> None:
+    async def _handle(
+        self,
+        slot: _Slot,
+        executor: BaseTaskExecutor,
+        function: TaskFunction[..., Any],
+        delivery: Delivery,
+    ) -> None:
         task = delivery.task
-        function = self._registry.get(task.name)
-        if function is None:
-            reason = f"task '{task.name}' is not registered in this worker"
-            await self._recorder.ended(task, TaskStatus.FAILED, reason, None, delivery.deliveries)
-            await self._broker.bury(delivery, reason)
-            return
+        recorder = self._recorder
         started_at = utcnow()
-        await self._recorder.running(task, started_at, delivery.deliveries)
+        if not recorder.live_nowait(task, TaskStatus.RUNNING, started_at, delivery.deliveries):
+            await recorder.live(task, TaskStatus.RUNNING, started_at, delivery.deliveries)
         slot.in_call = True
         try:
-            result = await self._call(executor, function, task)
+            if task.timeout is None and type(executor) is IOExecutor:
+                result = await function.fn(*task.args, **task.kwargs)  # IOExecutor.run, inlined
+            else:
+                result = await self._call(executor, function, task)
+            result = json_roundtrip(result, f"the result of task '{task.name}'")
         except asyncio.CancelledError:
             slot.in_call = False
-            interrupt = self._interrupts.pop(task.id, None)
-            if interrupt is None:
-                await self._broker.release(delivery)
+            if not await self._cancelled(delivery, started_at):
                 raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            await self._interrupted(delivery, interrupt, started_at)
             return
         except WorkerLostError as lost:
             slot.in_call = False
@@ -206,31 +207,49 @@ class Worker:
         slot.in_call = False
         if self._interrupts and task.id in self._interrupts:
             # the call swallowed its cancellation: honour the request all the same
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            await self._interrupted(delivery, self._interrupts.pop(task.id), started_at)
+            await self._cancelled(delivery, started_at)
             return
-        await self._recorder.succeeded(task, result, started_at, delivery.deliveries)
-        await self._broker.ack(delivery)
+        record = success_record(task, result, started_at, delivery.deliveries)
+        if not recorder.store_nowait(record):
+            await recorder.record(record)
+        if self._broker.ack_nowait(delivery) is None:
+            await self._broker.ack(delivery)
+
+    async def _unknown(self, delivery: Delivery) -> None:
+        task = delivery.task
+        reason = f"task '{task.name}' is not registered in this worker"
+        await self._recorder.ended(task, TaskStatus.FAILED, reason, None, delivery.deliveries)
+        await self._broker.bury(delivery, reason)
+
+    async def _cancelled(self, delivery: Delivery, started_at: datetime) -> bool:
+        """Settle a call that was cancelled; False if the cancellation was not the worker's.
+
+        The worker cancels a call for ``cancel_running`` and for the end of ``stop``'s grace
+        period; any other cancellation (the event loop closing) hands the task back and
+        must propagate.
+        """
+        interrupt = self._interrupts.pop(delivery.task.id, None)
+        if interrupt is None:
+            await self._broker.release(delivery)
+            return False
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        await self._interrupted(delivery, interrupt, started_at)
+        return True
 
     async def _call(
         self, executor: BaseTaskExecutor, function: TaskFunction[..., Any], task: Task
     ) -> Any:
         if task.timeout is None:
-            if type(executor) is IOExecutor:  # its run() is exactly this await
-                result = await function.fn(*task.args, **task.kwargs)
-            else:
-                result = await executor.run(function.fn, task.args, task.kwargs)
-        else:
-            try:
-                async with asyncio.timeout(task.timeout) as scope:
-                    result = await executor.run(function.fn, task.args, task.kwargs)
-            except TimeoutError:
-                if scope.expired():
-                    raise TaskTimeoutError(task.id, task.timeout) from None
-                raise
-        return json_roundtrip(result, f"the result of task '{task.name}'")
+            return await executor.run(function.fn, task.args, task.kwargs)
+        try:
+            async with asyncio.timeout(task.timeout) as scope:
+                return await executor.run(function.fn, task.args, task.kwargs)
+        except TimeoutError:
+            if scope.expired():
+                raise TaskTimeoutError(task.id, task.timeout) from None
+            raise
 
     async def _failed(
         self,

@@ -1,10 +1,14 @@
 """The in-process result backend.
 
-Records of unfinished tasks live in one dict and never expire. Finished records live in a
-second dict in the order they finished; since every finished record has the same TTL, that
-order is also their expiry order, so expiry and the size bound only ever drop from the
-front (amortised O(1) per store, no timers, no scans). Waiters are futures resolved by the
+Records of unfinished tasks live in one dict and never expire. Finished records live in an
+ordered dict in the order they finished; since every finished record has the same TTL,
+that order is also their expiry order, so expiry and the size bound only ever drop from
+the front (O(1) per store, no timers, no scans). Waiters are futures resolved by the
 ``store`` that completes their task: nothing polls.
+
+To keep the hot path cheap, a pending task's record is the queued :class:`Task` itself and
+a running task's record is a small tuple; a :class:`TaskResult` is built only when
+somebody reads it.
 """
 
 from __future__ import annotations
@@ -12,18 +16,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import OrderedDict
 from datetime import datetime
 
 from flowrra.backends.base import BaseResultBackend
 from flowrra.exceptions import TaskNotFoundError, TaskTimeoutError
-from flowrra.task import TERMINAL_STATUSES, Task, TaskResult, TaskStatus, is_terminal
+from flowrra.task import Task, TaskResult, TaskStatus, is_terminal
 
 # An unfinished task's record, kept as what it is built from: (task, status, started, deliveries)
 _Live = tuple[Task, TaskStatus, datetime | None, int]
 
 
-def _build(live: _Live) -> TaskResult:
-    task, status, started_at, deliveries = live
+def _build(entry: TaskResult | Task | _Live) -> TaskResult:
+    if type(entry) is TaskResult:
+        return entry
+    if type(entry) is Task:
+        task, status, started_at, deliveries = entry, TaskStatus.PENDING, None, 0
+    else:
+        task, status, started_at, deliveries = entry  # type: ignore[misc]
     return TaskResult(
         task.id,
         status,
@@ -52,8 +62,9 @@ class InMemoryBackend(BaseResultBackend):
             raise ValueError("max_results must be >= 1 or None")
         self.ttl = ttl
         self.max_results = max_results
-        self._active: dict[str, TaskResult | _Live] = {}
-        self._finished: dict[str, tuple[TaskResult, float]] = {}
+        self._active: dict[str, TaskResult | Task | _Live] = {}
+        self._finished: OrderedDict[str, TaskResult] = OrderedDict()
+        self._finished_at: dict[str, float] = {}  # monotonic finish times, kept with a ttl
         self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
 
     async def store(self, task_id: str, result: TaskResult) -> None:
@@ -64,39 +75,47 @@ class InMemoryBackend(BaseResultBackend):
         self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
     ) -> None:
         """Record an unfinished state without building a record until one is read."""
-        self._active[task.id] = (task, status, started_at, deliveries)
+        if status is TaskStatus.PENDING and deliveries == 0:
+            self._active[task.id] = task
+        else:
+            self._active[task.id] = (task, status, started_at, deliveries)
 
     def store_now(self, task_id: str, result: TaskResult) -> None:
         """:meth:`store` without awaiting (the in-process fast path)."""
+        finished = self._finished
         if not is_terminal(result.status):
-            self._finished.pop(task_id, None)
+            if task_id in finished:
+                del finished[task_id]
             self._active[task_id] = result
             return
         self._active.pop(task_id, None)
-        finished = self._finished
-        finished.pop(task_id, None)
-        now = time.monotonic()
-        finished[task_id] = (result, now)
-        self._evict(now)
+        if task_id in finished:
+            finished.move_to_end(task_id)
+        finished[task_id] = result
+        if self.ttl is not None:
+            self._finished_at[task_id] = time.monotonic()
+            self._expire()
+        bound = self.max_results
+        if bound is not None and len(finished) > bound:
+            oldest, _ = finished.popitem(last=False)
+            self._finished_at.pop(oldest, None)
         waiters = self._waiters.pop(task_id, None)
         if waiters:
             for future in waiters:
                 if not future.done():
                     future.set_result(result)
 
-    def _evict(self, now: float) -> None:
-        finished = self._finished
-        bound = self.max_results
-        if bound is not None:
-            while len(finished) > bound:
-                del finished[next(iter(finished))]
-        if self.ttl is not None:
-            deadline = now - self.ttl
-            while finished:
-                oldest = next(iter(finished))
-                if finished[oldest][1] > deadline:
-                    break
-                del finished[oldest]
+    def _expire(self) -> None:
+        if self.ttl is None:
+            return
+        finished, finished_at = self._finished, self._finished_at
+        deadline = time.monotonic() - self.ttl
+        while finished:
+            oldest = next(iter(finished))
+            if finished_at.get(oldest, deadline) > deadline:
+                return
+            del finished[oldest]
+            finished_at.pop(oldest, None)
 
     async def get(self, task_id: str) -> TaskResult | None:
         """The latest record, or ``None`` (unknown or expired)."""
@@ -104,16 +123,18 @@ class InMemoryBackend(BaseResultBackend):
 
     def get_now(self, task_id: str) -> TaskResult | None:
         """:meth:`get` without awaiting."""
-        record = self._active.get(task_id)
-        if record is not None:
-            return record if type(record) is TaskResult else _build(record)  # type: ignore[arg-type]
-        entry = self._finished.get(task_id)
-        if entry is None:
-            return None
-        if self.ttl is not None and entry[1] <= time.monotonic() - self.ttl:
-            del self._finished[task_id]
-            return None
-        return entry[0]
+        entry = self._active.get(task_id)
+        if entry is not None:
+            return _build(entry)
+        return self.finished_now(task_id)
+
+    def finished_now(self, task_id: str) -> TaskResult | None:
+        """The record of ``task_id`` if it is complete (and not expired), else None."""
+        record = self._finished.get(task_id)
+        if record is not None and self.ttl is not None:
+            self._expire()
+            return self._finished.get(task_id)
+        return record
 
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait for completion; woken by the completing ``store``."""
@@ -144,6 +165,7 @@ class InMemoryBackend(BaseResultBackend):
     async def delete(self, task_id: str) -> bool:
         """Remove the record; True if there was one."""
         found = self._active.pop(task_id, None) is not None
+        self._finished_at.pop(task_id, None)
         return self._finished.pop(task_id, None) is not None or found
 
     async def clear(self) -> int:
@@ -151,6 +173,7 @@ class InMemoryBackend(BaseResultBackend):
         count = len(self._active) + len(self._finished)
         self._active.clear()
         self._finished.clear()
+        self._finished_at.clear()
         return count
 
     async def list_by_status(
@@ -158,15 +181,11 @@ class InMemoryBackend(BaseResultBackend):
     ) -> list[TaskResult]:
         """Records in ``status``, most recent first."""
         status = TaskStatus(status)
-        if status in TERMINAL_STATUSES:
-            now = time.monotonic()
-            self._evict(now)
-            records = (entry[0] for entry in reversed(self._finished.values()))
+        if is_terminal(status):
+            self._expire()
+            records = iter(reversed(self._finished.values()))
         else:
-            records = (
-                entry if type(entry) is TaskResult else _build(entry)  # type: ignore[arg-type]
-                for entry in reversed(self._active.values())
-            )
+            records = (_build(entry) for entry in reversed(self._active.values()))
         matching = (record for record in records if record.status == status)
         stop = None if limit is None else offset + limit
         return list(itertools.islice(matching, offset, stop))

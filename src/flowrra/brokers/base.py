@@ -128,6 +128,22 @@ class QueueBroker(BaseBroker):
         """
         return None
 
+    def enqueue_nowait(self, task: Task) -> bool | None:
+        """Queue ``task`` at once if that needs no waiting or I/O; None otherwise.
+
+        An optional fast path with :meth:`enqueue`'s result; on None the caller awaits
+        :meth:`enqueue`. The default always returns None.
+        """
+        return None
+
+    def ack_nowait(self, delivery: Delivery) -> bool | None:
+        """Ack at once if that needs no I/O (:meth:`ack`'s result); None otherwise.
+
+        An optional fast path; on None the caller awaits :meth:`ack`. The default always
+        returns None.
+        """
+        return None
+
     @abstractmethod
     async def ack(self, delivery: Delivery) -> bool:
         """Finish ``delivery``: the task leaves the broker."""

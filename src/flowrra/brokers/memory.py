@@ -110,6 +110,12 @@ class MemoryBroker(QueueBroker):
             await self._wait_for_room()
         return self._admit(task)
 
+    def enqueue_nowait(self, task: Task) -> bool | None:
+        """Queue ``task`` unless the broker is full (then None: await :meth:`enqueue`)."""
+        if len(self._waiting) >= self.max_size:
+            return None
+        return self._admit(task)
+
     def _admit(self, task: Task) -> bool:
         if task.id in self._waiting or task.id in self._in_flight:
             return False
@@ -272,6 +278,10 @@ class MemoryBroker(QueueBroker):
 
     async def ack(self, delivery: Delivery) -> bool:
         """Done: the task leaves the broker."""
+        return self.ack_nowait(delivery)
+
+    def ack_nowait(self, delivery: Delivery) -> bool:
+        """:meth:`ack` without awaiting (it never waits)."""
         settled = self._settle(delivery)
         if settled and self._idle_waiters:
             self._notify_if_idle()
