@@ -14,6 +14,7 @@ from typing import Any
 from flowrra.backends.base import BaseResultBackend
 from flowrra.backends.memory import InMemoryBackend
 from flowrra.events import EventBus
+from flowrra.executors.child import child_traceback
 from flowrra.task import Task, TaskResult, TaskStatus, utcnow
 
 logger = logging.getLogger("flowrra.tasks")
@@ -28,10 +29,7 @@ def describe_error(error: BaseException) -> str:
 
 def format_traceback(error: BaseException) -> str:
     """The formatted traceback of ``error`` (the child's, for child-process errors)."""
-    remote = getattr(error, "formatted", None)
-    if isinstance(remote, str):
-        return remote
-    return "".join(traceback.format_exception(error))
+    return child_traceback(error) or "".join(traceback.format_exception(error))
 
 
 def live_record(

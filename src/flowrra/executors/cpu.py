@@ -22,7 +22,7 @@ from typing import Any
 
 from flowrra.exceptions import ExecutorNotRunningError, WorkerLostError
 from flowrra.executors.base import BaseTaskExecutor
-from flowrra.executors.child import child_main
+from flowrra.executors.child import attach_child_traceback, child_main
 
 
 class _Child:
@@ -46,8 +46,8 @@ class _Child:
 
     async def call(
         self, module: str, qualname: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, Any]:
-        """Send one call and wait for ``(ok, result or exception)``."""
+    ) -> tuple[bool, Any, str | None]:
+        """Send one call and wait for ``(ok, result or exception, child traceback)``."""
         loop = asyncio.get_running_loop()
         self.conn.send((module, qualname, args, kwargs))
         readable: asyncio.Future[None] = loop.create_future()
@@ -58,7 +58,7 @@ class _Child:
         finally:
             loop.remove_reader(fd)
         try:
-            outcome: tuple[bool, Any] = self.conn.recv()
+            outcome: tuple[bool, Any, str | None] = self.conn.recv()
         except (EOFError, OSError):
             raise WorkerLostError(self._death_note()) from None
         return outcome
@@ -136,7 +136,7 @@ class CPUExecutor(BaseTaskExecutor):
             raise ExecutorNotRunningError("the CPU executor is not running")
         child = self._checkout()
         try:
-            ok, payload = await child.call(fn.__module__, fn.__qualname__, args, kwargs)
+            ok, payload, formatted = await child.call(fn.__module__, fn.__qualname__, args, kwargs)
         except BaseException:
             self._busy.discard(child)
             await child.kill()
@@ -148,7 +148,7 @@ class CPUExecutor(BaseTaskExecutor):
             await child.shutdown(grace=1.0)
         if ok:
             return payload
-        raise payload
+        raise attach_child_traceback(payload, formatted)
 
     def _checkout(self) -> _Child:
         while self._idle:
