@@ -27,8 +27,23 @@ async def _memory_backend() -> BaseResultBackend:
     return InMemoryBackend(ttl=None, max_results=1000)
 
 
-BROKER_FACTORIES: dict[str, BrokerFactory] = {"memory": _memory_broker}
-BACKEND_FACTORIES: dict[str, BackendFactory] = {"memory": _memory_backend}
+async def _redis_broker(max_size: int) -> QueueBroker:
+    from integration.redis_support import scratch_broker
+
+    return scratch_broker(max_size=max_size)
+
+
+async def _redis_backend() -> BaseResultBackend:
+    from integration.redis_support import scratch_backend
+
+    return scratch_backend(ttl=None)
+
+
+BROKER_FACTORIES: dict[str, BrokerFactory] = {"memory": _memory_broker, "redis": _redis_broker}
+BACKEND_FACTORIES: dict[str, BackendFactory] = {
+    "memory": _memory_backend,
+    "redis": _redis_backend,
+}
 
 
 @pytest.fixture(params=sorted(BROKER_FACTORIES))

@@ -1,0 +1,345 @@
+"""The Lua scripts of the Redis broker and result backend: one script per transition.
+
+Broker scripts all receive the fixed keys of one queue
+(:meth:`flowrra.redis_keys.QueueKeys.fixed`, in that order) and these common arguments::
+
+    ARGV[1] ready-zset prefix   ARGV[2] wake-up-list prefix   ARGV[3] event channel
+    ARGV[4] queue name          ARGV[5] dead-letter bound
+
+Lane keys (ready zset, wake-up list) are the given prefixes plus an executor name; they
+carry the queue's hash tag, so they live in the same slot as the fixed keys. Times are
+Redis server time in milliseconds, so producers' and workers' clocks never disagree
+about a lease or a due time. Each script works on a batch of items and returns one result
+per item, so one round trip serves many tasks.
+
+Ready score: ``(1000 - priority) * 2**41 + 2**40 +/- sequence``: lower runs first, so a
+higher priority wins and, within a priority, a larger sequence runs later (FIFO); tasks
+handed back (release, reaped lease) take ``- sequence`` and go before every task of their
+priority. Priorities are clamped to -1000..1000 by the broker; every score is an integer
+below 2**53, exact in a double.
+"""
+
+from __future__ import annotations
+
+_BROKER_COMMON = r"""
+local K_MSG, K_META, K_DELAYED, K_LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_TOKENS, K_DELIV, K_DEAD, K_DEADR = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_DEADB, K_SEQ, K_FULL = KEYS[9], KEYS[10], KEYS[11]
+local READY, NOTIFY, CHANNEL, QUEUE = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local MAX_DEAD = tonumber(ARGV[5])
+local NOTIFY_CAP = 64
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function lane_of(id)
+  local m = redis.call('HGET', K_META, id)
+  if not m then return 'io', 0 end
+  local ex, p = string.match(m, '^(.*)|(-?%d+)$')
+  if not ex then return 'io', 0 end
+  return ex, tonumber(p)
+end
+
+local function wake(ex)
+  local key = NOTIFY .. ex
+  if redis.call('LLEN', key) < NOTIFY_CAP then redis.call('RPUSH', key, '1') end
+end
+
+local function make_ready(id, front)
+  local ex, p = lane_of(id)
+  local seq = redis.call('INCR', K_SEQ)
+  local score = (1000 - p) * 2199023255552 + 1099511627776
+  if front then score = score - seq else score = score + seq end
+  redis.call('ZADD', READY .. ex, string.format('%.0f', score), id)
+  wake(ex)
+end
+
+local function delay(id, due)
+  local head = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', K_DELAYED, string.format('%.0f', due), id)
+  if #head == 0 or due < tonumber(head[2]) then
+    redis.call('PUBLISH', CHANNEL, 'delayed:' .. QUEUE)
+  end
+end
+
+local function forget(id)
+  redis.call('HDEL', K_MSG, id)
+  redis.call('HDEL', K_META, id)
+  redis.call('HDEL', K_TOKENS, id)
+  redis.call('HDEL', K_DELIV, id)
+  redis.call('ZREM', K_LEASES, id)
+end
+
+local function unlease(id)
+  redis.call('HDEL', K_TOKENS, id)
+  redis.call('ZREM', K_LEASES, id)
+end
+
+local function if_idle()
+  if redis.call('HLEN', K_MSG) == 0 then redis.call('PUBLISH', CHANNEL, 'idle:' .. QUEUE) end
+end
+
+local function room()
+  if redis.call('EXISTS', K_FULL) == 1 then
+    redis.call('DEL', K_FULL)
+    redis.call('PUBLISH', CHANNEL, 'room:' .. QUEUE)
+  end
+end
+
+local function bury(id, reason, now)
+  local body = redis.call('HGET', K_MSG, id) or ''
+  forget(id)
+  redis.call('ZADD', K_DEAD, now, id)
+  redis.call('HSET', K_DEADR, id, reason)
+  redis.call('HSET', K_DEADB, id, body)
+  local extra = redis.call('ZCARD', K_DEAD) - MAX_DEAD
+  if extra > 0 then
+    local old = redis.call('ZPOPMIN', K_DEAD, extra)
+    for i = 1, #old, 2 do
+      redis.call('HDEL', K_DEADR, old[i])
+      redis.call('HDEL', K_DEADB, old[i])
+    end
+  end
+end
+"""
+
+# ARGV[6] max waiting tasks (0: no bound); then per task: id, message, "<exec>|<prio>", eta ms
+# (0: now). Returns per task 1 (queued), 0 (id already known) or -1 (queue full).
+ENQUEUE = (
+    _BROKER_COMMON
+    + r"""
+local max_size = tonumber(ARGV[6])
+local now = now_ms()
+local out = {}
+for i = 7, #ARGV, 4 do
+  local id = ARGV[i]
+  local result = 1
+  if redis.call('HEXISTS', K_MSG, id) == 1 then
+    result = 0
+  elseif max_size > 0 and redis.call('HLEN', K_MSG) - redis.call('ZCARD', K_LEASES) >= max_size then
+    redis.call('SET', K_FULL, '1')
+    result = -1
+  else
+    redis.call('HSET', K_MSG, id, ARGV[i + 1])
+    redis.call('HSET', K_META, id, ARGV[i + 2])
+    local eta = tonumber(ARGV[i + 3])
+    if eta > now then delay(id, eta) else make_ready(id, false) end
+  end
+  out[#out + 1] = result
+end
+return out
+"""
+)
+
+# ARGV[6] lease ms, ARGV[7] how many to claim, ARGV[8..] executors (lanes) in preference
+# order. Returns flat groups of id, executor, token, deliveries, message.
+CLAIM = (
+    _BROKER_COMMON
+    + r"""
+local lease = tonumber(ARGV[6])
+local want = tonumber(ARGV[7])
+local now = now_ms()
+local out = {}
+for j = 8, #ARGV do
+  if want <= 0 then break end
+  local ex = ARGV[j]
+  local popped = redis.call('ZPOPMIN', READY .. ex, want)
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local body = redis.call('HGET', K_MSG, id)
+    if body then
+      local token = redis.call('INCR', K_SEQ)
+      redis.call('HSET', K_TOKENS, id, token)
+      local d = redis.call('HINCRBY', K_DELIV, id, 1)
+      redis.call('ZADD', K_LEASES, now + lease, id)
+      out[#out + 1] = id
+      out[#out + 1] = ex
+      out[#out + 1] = token
+      out[#out + 1] = d
+      out[#out + 1] = body
+      want = want - 1
+    end
+  end
+  if redis.call('EXISTS', READY .. ex) == 1 then wake(ex) end
+end
+if #out > 0 then room() end
+return out
+"""
+)
+
+# Per item: op, id, token, a, b, c. ops: ack; retry (a message, b meta, c delay ms);
+# release; unclaim (hand back a prefetched claim without counting a delivery);
+# bury (a reason). Returns per item 1, or 0 when the token no longer owns the task.
+SETTLE = (
+    _BROKER_COMMON
+    + r"""
+local now = now_ms()
+local out = {}
+local removed = false
+for i = 6, #ARGV, 6 do
+  local op, id = ARGV[i], ARGV[i + 1]
+  local ok = 0
+  if redis.call('HGET', K_TOKENS, id) == ARGV[i + 2] then
+    ok = 1
+    if op == 'ack' then
+      forget(id)
+      removed = true
+    elseif op == 'retry' then
+      unlease(id)
+      redis.call('HDEL', K_DELIV, id)
+      redis.call('HSET', K_MSG, id, ARGV[i + 3])
+      redis.call('HSET', K_META, id, ARGV[i + 4])
+      local wait = tonumber(ARGV[i + 5])
+      if wait > 0 then delay(id, now + wait) else make_ready(id, false) end
+    elseif op == 'release' then
+      unlease(id)
+      make_ready(id, true)
+    elseif op == 'unclaim' then
+      unlease(id)
+      if redis.call('HINCRBY', K_DELIV, id, -1) <= 0 then redis.call('HDEL', K_DELIV, id) end
+      make_ready(id, true)
+    else
+      bury(id, ARGV[i + 3], now)
+      removed = true
+    end
+  end
+  out[#out + 1] = ok
+end
+if removed then if_idle() end
+return out
+"""
+)
+
+# ARGV[6] lease ms; then id, token pairs. Returns per pair 1 (extended) or 0 (lost).
+EXTEND = (
+    _BROKER_COMMON
+    + r"""
+local deadline = now_ms() + tonumber(ARGV[6])
+local out = {}
+for i = 7, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('HGET', K_TOKENS, id) == ARGV[i + 1] then
+    redis.call('ZADD', K_LEASES, 'XX', deadline, id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+)
+
+# ARGV[6] max deliveries, ARGV[7] most leases to reap. Returns {reaped, buried}.
+REAP = (
+    _BROKER_COMMON
+    + r"""
+local max_deliveries = tonumber(ARGV[6])
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
+local buried = 0
+for _, id in ipairs(expired) do
+  local d = tonumber(redis.call('HGET', K_DELIV, id) or '0')
+  unlease(id)
+  if d >= max_deliveries then
+    bury(id, string.format(
+      'lease expired %d times (max_deliveries=%d): the worker running it died or stalled',
+      d, max_deliveries), now)
+    buried = buried + 1
+  else
+    make_ready(id, true)
+  end
+end
+if buried > 0 then if_idle() end
+return {#expired, buried}
+"""
+)
+
+# ARGV[6] most tasks to promote. Returns {promoted, next due ms or "-1", now ms}.
+PROMOTE = (
+    _BROKER_COMMON
+    + r"""
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', K_DELAYED, id)
+  make_ready(id, false)
+end
+local head = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+local following = '-1'
+if #head > 0 then following = head[2] end
+return {#due, following, tostring(now)}
+"""
+)
+
+# ARGV[6] task id. Returns the message of a waiting or delayed task it removed, or nil.
+CANCEL = (
+    _BROKER_COMMON
+    + r"""
+local id = ARGV[6]
+local body = redis.call('HGET', K_MSG, id)
+if not body or redis.call('ZSCORE', K_LEASES, id) then return false end
+local ex = lane_of(id)
+redis.call('ZREM', READY .. ex, id)
+redis.call('ZREM', K_DELAYED, id)
+forget(id)
+if_idle()
+room()
+return body
+"""
+)
+
+# Backend. KEYS: the status indexes (every status). ARGV[1] record prefix, ARGV[2] fence
+# prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] TTL ms of
+# finished records (0: none); then per record: id, JSON, status, fence ('' for none),
+# finished ('1'/'0'). A fenced write whose fence is below the stored one is refused (0).
+# Unfinished records never expire (SET without PX drops any earlier TTL).
+STORE = r"""
+local REC, FENCE, STATUS, DONE = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 6, #ARGV, 5 do
+  local id, json, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local fence, finished = ARGV[i + 3], ARGV[i + 4]
+  local ok = 1
+  if fence ~= '' then
+    local current = redis.call('GET', FENCE .. id)
+    if current and tonumber(current) > tonumber(fence) then ok = 0 end
+  end
+  if ok == 1 then
+    local expire = ttl > 0 and finished == '1'
+    if expire then
+      redis.call('SET', REC .. id, json, 'PX', ttl)
+    else
+      redis.call('SET', REC .. id, json)
+    end
+    if fence ~= '' then redis.call('SET', FENCE .. id, fence) end
+    if expire then
+      redis.call('PEXPIRE', FENCE .. id, ttl)
+    else
+      redis.call('PERSIST', FENCE .. id)
+    end
+    for k = 1, #KEYS do redis.call('ZREM', KEYS[k], id) end
+    redis.call('ZADD', STATUS .. status, now, id)
+    if finished == '1' then
+      if ttl > 0 then redis.call('ZREMRANGEBYSCORE', STATUS .. status, '-inf', now - ttl) end
+      redis.call('PUBLISH', DONE, string.len(id) .. ':' .. id .. json)
+    end
+  end
+  out[#out + 1] = ok
+end
+return out
+"""
+
+# KEYS: the status indexes. ARGV[1] record prefix, ARGV[2] fence prefix, ARGV[3] task id.
+# Returns 1 if a record was removed.
+DELETE = r"""
+local id = ARGV[3]
+local removed = redis.call('DEL', ARGV[1] .. id)
+redis.call('DEL', ARGV[2] .. id)
+for k = 1, #KEYS do redis.call('ZREM', KEYS[k], id) end
+return removed
+"""

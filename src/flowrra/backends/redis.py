@@ -1,0 +1,321 @@
+"""The Redis result backend: JSON records, per-status indexes, pub/sub completions.
+
+Needs ``pip install 'flowrra[redis]'``. Key layout in :mod:`flowrra.redis_keys`.
+
+- A record is ``TaskResult.to_dict`` as JSON under its own key. Only finished records
+  (success, failed, cancelled) get the TTL; storing an unfinished state removes any TTL,
+  so a running task's record never expires.
+- One script stores a batch of records, moves each id to its status index (a sorted set
+  scored by time stored, so ``list_by_status`` reads newest first without scanning keys)
+  and publishes each completion with its record. Concurrent ``store`` and ``get`` calls
+  are coalesced: one round trip serves all of them.
+- ``wait_for`` waits on a local future; one pub/sub connection per backend receives every
+  completion and resolves the futures of that id. Ten thousand waiters cost ten thousand
+  futures and one connection. After a reconnection the waited ids are re-read, since a
+  completion may have been published while the subscription was down.
+- ``store_fenced`` refuses a write whose claim token is older than the one that last
+  wrote the record, so a worker that lost its lease cannot overwrite the new owner's
+  result.
+- Records are decoded as JSON only; a record that is not valid JSON raises
+  :class:`~flowrra.exceptions.BackendError` and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import Any
+
+from flowrra import _lua
+from flowrra.backends.base import BaseResultBackend
+from flowrra.config import BackendConfig
+from flowrra.exceptions import BackendError, TaskNotFoundError, TaskTimeoutError
+from flowrra.redis_connection import (
+    REDIS_ERRORS,
+    Client,
+    Coalescer,
+    Subscription,
+    Supervisor,
+    check_connection,
+    close_client,
+    connect,
+    safe_url,
+)
+from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
+from flowrra.serialization import dumps
+from flowrra.task import TaskResult, TaskStatus, is_terminal
+
+logger = logging.getLogger("flowrra.backends.redis")
+
+_BATCH = 1000
+_STATUSES = tuple(TaskStatus)
+
+# a write: task id, record JSON, status, fence ('' for none), finished ('1'/'0')
+_Write = tuple[str, str, str, str, str]
+
+
+def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
+    """The record in ``raw`` (JSON only); BackendError if it is not a valid record."""
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return TaskResult.from_dict(data)
+    except (ValueError, TypeError, KeyError, RecursionError) as error:
+        raise BackendError(
+            f"the stored record of task {task_id!r} is not a valid JSON record "
+            f"({type(error).__name__})"
+        ) from None
+
+
+class RedisBackend(BaseResultBackend):
+    """Task records in Redis, shared by every process of an app.
+
+    ``url``: ``redis://``, ``rediss://`` or ``unix://``. ``ttl``: seconds a finished
+    record is kept (``None``: for ever). ``prefix``: start of every key; ``clear`` removes
+    only this prefix's records.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        ttl: float | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        max_connections: int = 50,
+        socket_timeout: float = 5.0,
+        retry_on_timeout: bool = True,
+    ) -> None:
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be > 0 seconds or None")
+        self.ttl = ttl
+        self.keys = BackendKeys(prefix)
+        self._socket_timeout = socket_timeout
+        self._client: Client = connect(
+            url,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            retry_on_timeout=retry_on_timeout,
+        )
+        self._store_script = self._client.register_script(_lua.STORE)
+        self._delete_script = self._client.register_script(_lua.DELETE)
+        self._index_keys = [self.keys.status(status.value) for status in _STATUSES]
+        self._writer: Coalescer[_Write, int] = Coalescer(self._write_batch, _BATCH)
+        self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
+        self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
+        self._supervisor = Supervisor("redis-backend")
+        self._done = Subscription(
+            self._client, self.keys.done, self._on_done, self._on_subscribed
+        )
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> RedisBackend:
+        """A backend for ``config.url`` with the config's TTL and pool settings."""
+        if not isinstance(config.url, str):
+            raise BackendError("RedisBackend.from_config needs a URL, not a backend object")
+        return cls(
+            config.url,
+            ttl=config.ttl,
+            max_connections=config.max_connections,
+            socket_timeout=config.socket_timeout,
+            retry_on_timeout=config.retry_on_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {safe_url(self._client)} prefix={self.keys.prefix!r}>"
+
+    async def _start(self) -> None:
+        """Check the connection once (a wrong password fails here, at once)."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await check_connection(self._client, "RedisBackend")
+                self._started = True
+
+    async def _listen(self) -> None:
+        """Subscribe to completions (once; the supervisor keeps the loop alive)."""
+        await self._start()
+        self._supervisor.start("completions", self._done.run)
+        await self._done.ready(max(self._socket_timeout, 1.0) * 2)
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(await self._client.ping())
+        except REDIS_ERRORS:
+            return False
+
+    async def close(self) -> None:
+        """Stop listening and close the connections."""
+        await self._supervisor.stop()
+        await close_client(self._client)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _write(self, task_id: str, result: TaskResult, fence: str) -> _Write:
+        finished = "1" if is_terminal(TaskStatus(result.status)) else "0"
+        return (task_id, dumps(result.to_dict), str(result.status), fence, finished)
+
+    async def store(self, task_id: str, result: TaskResult) -> None:
+        """Save the record; a finished one gets the TTL and wakes waiters everywhere."""
+        await self._start()
+        await self._writer.submit(self._write(task_id, result, ""))
+
+    async def store_fenced(self, task_id: str, result: TaskResult, fence: int) -> bool:
+        """Save the record unless a claim newer than ``fence`` already wrote it.
+
+        ``fence`` is the claim token of the delivery the worker holds (tokens grow with
+        every claim of a queue). Returns False, storing nothing, when the record was
+        written by a later claim: the caller lost its lease and must drop its outcome.
+        """
+        await self._start()
+        return await self._writer.submit(self._write(task_id, result, str(fence))) == 1
+
+    async def _write_batch(self, batch: list[_Write]) -> list[int]:
+        ttl = 0 if self.ttl is None else max(1, math.ceil(self.ttl * 1000))
+        args: list[str | int] = [
+            self.keys.record_prefix,
+            self.keys.fence_prefix,
+            self.keys.status_prefix,
+            self.keys.done,
+            ttl,
+        ]
+        for write in batch:
+            args.extend(write)
+        result = await self._store_script(keys=self._index_keys, args=args)
+        return [int(r) for r in result]
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def _read_batch(self, task_ids: list[str]) -> list[bytes | None]:
+        values: list[Any] = await self._client.mget(
+            [self.keys.record(task_id) for task_id in task_ids]
+        )
+        return values
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The latest record, or None for an unknown or expired id."""
+        await self._start()
+        raw = await self._reader.submit(task_id)
+        return None if raw is None else decode_record(task_id, raw)
+
+    async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
+        """Wait for completion, woken by the completion's pub/sub message (no polling)."""
+        await self._listen()
+        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(future)
+        try:
+            record = await self.get(task_id)
+            if record is None:
+                raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
+            if is_terminal(TaskStatus(record.status)):
+                return record
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise TaskTimeoutError(task_id, timeout) from None
+        finally:
+            self._drop_waiter(task_id, future)
+
+    def _drop_waiter(self, task_id: str, future: asyncio.Future[TaskResult]) -> None:
+        waiters = self._waiters.get(task_id)
+        if waiters is None:
+            return
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters:
+            del self._waiters[task_id]
+
+    def _on_done(self, data: bytes) -> None:
+        """A completion: ``<len(id)>:<id><record JSON>``."""
+        length, _, rest = data.partition(b":")
+        size = int(length)
+        task_id = rest[:size].decode()
+        waiters = self._waiters.pop(task_id, None)
+        if not waiters:
+            return
+        try:
+            record = decode_record(task_id, rest[size:])
+        except BackendError as error:
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for future in waiters:
+            if not future.done():
+                future.set_result(record)
+
+    def _on_subscribed(self) -> None:
+        """Completions may have been missed while unsubscribed: re-read the waited ids."""
+        if self._waiters:
+            asyncio.get_running_loop().create_task(self._recheck(list(self._waiters)))
+
+    async def _recheck(self, task_ids: list[str]) -> None:
+        try:
+            raws = await asyncio.gather(*(self._reader.submit(t) for t in task_ids))
+        except REDIS_ERRORS as error:
+            logger.warning("re-reading waited records after reconnecting failed: %s", error)
+            return
+        for task_id, raw in zip(task_ids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                record = decode_record(task_id, raw)
+            except BackendError:
+                continue
+            if is_terminal(TaskStatus(record.status)):
+                for future in self._waiters.pop(task_id, []):
+                    if not future.done():
+                        future.set_result(record)
+
+    # -- management ------------------------------------------------------------------
+
+    async def delete(self, task_id: str) -> bool:
+        """Remove the record; True if there was one."""
+        await self._start()
+        removed = await self._delete_script(
+            keys=self._index_keys,
+            args=[self.keys.record_prefix, self.keys.fence_prefix, task_id],
+        )
+        return bool(removed)
+
+    async def clear(self) -> int:
+        """Remove every record of this prefix (found through the status indexes)."""
+        await self._start()
+        removed = 0
+        for index in self._index_keys:
+            members: list[Any] = await self._client.zrange(index, 0, -1)
+            for start in range(0, len(members), _BATCH):
+                ids = [m.decode() for m in members[start : start + _BATCH]]
+                removed += int(await self._client.delete(*(self.keys.record(i) for i in ids)))
+                await self._client.delete(*(self.keys.fence(i) for i in ids))
+            await self._client.delete(index)
+        return removed
+
+    async def list_by_status(
+        self, status: TaskStatus, limit: int | None = None, offset: int = 0
+    ) -> list[TaskResult]:
+        """Records in ``status``, most recently stored first (from the status index)."""
+        await self._start()
+        status = TaskStatus(status)
+        stop = -1 if limit is None else offset + limit - 1
+        members: list[Any] = await self._client.zrevrange(
+            self.keys.status(status.value), offset, stop
+        )
+        if not members:
+            return []
+        ids = [m.decode() for m in members]
+        raws = await self._read_batch(ids)
+        records = []
+        for task_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue  # expired since it was indexed
+            record = decode_record(task_id, raw)
+            if record.status == status:
+                records.append(record)
+        return records

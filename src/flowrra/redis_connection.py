@@ -1,0 +1,405 @@
+"""Connections to Redis shared by the Redis broker and the Redis result backend.
+
+This module (and the Redis broker and backend modules) are the only ones that import
+``redis``; ``import flowrra`` never does. A missing package raises :class:`ImportError`
+naming ``pip install 'flowrra[redis]'``.
+
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
+``unix://[user:password@]/path/to/socket?db=N``. Passwords never appear in logs, reprs
+or error messages: everything shown goes through :func:`~flowrra.config.redact_url`.
+
+Failure handling:
+
+- commands are retried by redis-py on connection errors and timeouts with a capped,
+  jittered exponential back-off (:data:`RETRIES` attempts);
+- :func:`check_connection` runs once before first use: a wrong password raises
+  :class:`~flowrra.exceptions.BackendError` at once (authentication is not retried);
+- :class:`Supervisor` runs background loops: a loop that raises is logged and restarted
+  after a capped back-off, so no background coroutine dies silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from flowrra.config import redact_url
+from flowrra.exceptions import BackendError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthorizationError,
+        RedisError,
+        ResponseError,
+    )
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as missing:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "the Redis broker and backend need the redis package: pip install 'flowrra[redis]'"
+    ) from missing
+
+Client = aioredis.Redis
+
+logger = logging.getLogger("flowrra.redis")
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+RETRIES = 5
+BACKOFF_CAP = 5.0  # seconds: the longest wait between reconnection attempts
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
+REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RedisError)
+
+__all__ = [
+    "BACKOFF_CAP",
+    "REDIS_ERRORS",
+    "TRANSIENT_ERRORS",
+    "AuthenticationError",
+    "Client",
+    "Coalescer",
+    "RedisError",
+    "ResponseError",
+    "Signal",
+    "Supervisor",
+    "check_connection",
+    "connect",
+    "describe_error",
+]
+
+
+def connect(
+    url: str,
+    *,
+    max_connections: int = 50,
+    socket_timeout: float | None = 5.0,
+    retry_on_timeout: bool = True,
+) -> Client:
+    """A client on a pool of at most ``max_connections`` connections to ``url``.
+
+    The pool blocks (up to ``socket_timeout``) for a free connection instead of failing
+    when all are busy. Responses stay bytes: nothing read from Redis is decoded before
+    flowrra checks it. Raises :class:`BackendError` (password redacted) for a malformed URL.
+    """
+    safe = redact_url(url)
+    retry_errors: tuple[type[RedisError], ...] = (RedisConnectionError,)
+    if retry_on_timeout:
+        retry_errors = (RedisConnectionError, RedisTimeoutError)
+    try:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=socket_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), RETRIES, retry_errors),
+            retry_on_timeout=retry_on_timeout,
+            health_check_interval=30,
+            decode_responses=False,
+        )
+    except (ValueError, TypeError) as error:
+        raise BackendError(f"invalid Redis URL {safe!r}: {scrub(str(error), url)}") from None
+    client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
+    client.flowrra_url = safe  # type: ignore[attr-defined]
+    return client
+
+
+def safe_url(client: Client) -> str:
+    """The redacted URL ``client`` was built from."""
+    return str(getattr(client, "flowrra_url", "redis://<unknown>"))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (if any) replaced by ``***``."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    return text.replace(password, "***").replace(unquote(password), "***")
+
+
+def describe_error(error: BaseException) -> str:
+    """A one-line description of ``error`` safe for logs (type and message)."""
+    return f"{type(error).__name__}: {error}"
+
+
+async def check_connection(client: Client, what: str) -> None:
+    """PING once; raise :class:`BackendError` with the redacted URL if that fails.
+
+    Authentication and authorisation errors are raised at once, not retried: a wrong
+    password is a configuration error, not an outage.
+    """
+    safe = safe_url(client)
+    try:
+        await _ping_once(client)
+    except (AuthenticationError, AuthorizationError):
+        raise BackendError(
+            f"{what}: Redis at {safe} refused the credentials (wrong username or password)"
+        ) from None
+    except ResponseError as error:
+        if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
+            raise BackendError(
+                f"{what}: Redis at {safe} requires a password (none or a wrong one given)"
+            ) from None
+        raise BackendError(f"{what}: Redis at {safe} answered an error: {error}") from None
+    except REDIS_ERRORS as error:
+        raise BackendError(
+            f"{what}: cannot reach Redis at {safe} ({type(error).__name__})"
+        ) from None
+
+
+async def _ping_once(client: Client) -> None:
+    """PING on a fresh pooled connection without the client's retry policy."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_command("PING")
+        await connection.read_response()
+    finally:
+        await pool.release(connection)
+
+
+class Supervisor:
+    """Runs named background loops; a loop that fails is logged and restarted.
+
+    A loop returns normally only when its owner is stopping. Transient connection errors
+    are logged at WARNING, anything else with its traceback at ERROR; either way the loop
+    is started again after a back-off that doubles up to :data:`BACKOFF_CAP` seconds and
+    resets once the loop has run for a while without failing.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` under supervision unless a loop called ``name`` already runs."""
+        running = self._tasks.get(name)
+        if running is not None and not running.done():
+            return
+        self._tasks[name] = asyncio.get_running_loop().create_task(
+            self._guard(name, loop), name=f"flowrra-{self._owner}-{name}"
+        )
+
+    def running(self, name: str) -> bool:
+        """True while the loop called ``name`` runs."""
+        task = self._tasks.get(name)
+        return task is not None and not task.done()
+
+    async def _guard(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.05
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as error:
+                logger.warning(
+                    "%s %s loop lost Redis (%s); retrying in %.2fs",
+                    self._owner,
+                    name,
+                    describe_error(error),
+                    delay,
+                )
+            except Exception:
+                logger.exception("%s %s loop failed; restarting in %.2fs", self._owner, name, delay)
+            else:
+                return
+            if asyncio.get_running_loop().time() - started > 10 * BACKOFF_CAP:
+                delay = 0.05
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    async def stop(self) -> None:
+        """Cancel every loop and wait for them to end."""
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def close_client(client: Client) -> None:
+    """Close ``client`` and its pool, ignoring errors of an already broken connection."""
+    try:
+        await client.aclose()
+    except REDIS_ERRORS:  # pragma: no cover - closing a dead connection
+        logger.debug("closing a Redis client failed", exc_info=True)
+
+
+class Coalescer(Generic[ItemT, ResultT]):
+    """Coalesces concurrent calls into batches: one round trip serves many callers.
+
+    :meth:`submit` queues an item and waits for its result. One flush runs at a time: the
+    items submitted while a batch is on the wire form the next batch (at most
+    ``max_batch`` items), so under load a round trip carries everything that piled up,
+    and an idle caller pays one round trip with no added delay. ``run`` receives a batch
+    and returns one result per item, in order; if it raises, every caller of that batch
+    gets the exception.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[ItemT]], Awaitable[list[ResultT]]],
+        max_batch: int = 1000,
+    ) -> None:
+        self._run = run
+        self._max_batch = max_batch
+        self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Queue ``item`` for the next batch and return its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ResultT] = loop.create_future()
+        self._pending.append((item, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def submit_all(self, items: list[ItemT]) -> list[ResultT]:
+        """Queue ``items`` in this order (they go out in one batch when they fit)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ResultT]] = []
+        for item in items:
+            future: asyncio.Future[ResultT] = loop.create_future()
+            self._pending.append((item, future))
+            futures.append(future)
+        if self._flusher is None and futures:
+            self._flusher = loop.create_task(self._flush())
+        return list(await asyncio.gather(*futures))
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._send(batch)
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+        except BaseException as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+class Signal:
+    """A wake-up that cannot be missed: a generation counter plus waiting futures.
+
+    Take :meth:`mark` *before* checking a condition; :meth:`wait` returns at once if
+    :meth:`fire` was called since that mark, else when it is next called (or after
+    ``timeout`` seconds).
+    """
+
+    def __init__(self) -> None:
+        self._generation = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def mark(self) -> int:
+        """The current generation."""
+        return self._generation
+
+    def fire(self) -> None:
+        """Wake every waiter."""
+        self._generation += 1
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self, since: int, timeout: float | None = None) -> bool:
+        """Wait for a :meth:`fire` after generation ``since``; False on timeout."""
+        if self._generation != since:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return False
+        finally:
+            if future in self._waiters:
+                self._waiters.remove(future)
+        return True
+
+
+class Subscription:
+    """One pub/sub connection on one channel, run as a supervised loop.
+
+    ``handler`` gets each message's payload (it must not raise; errors are logged).
+    ``on_subscribed`` runs after every (re)subscription: messages published while the
+    connection was down are lost, so it should make its owner re-check what it waits for.
+    :meth:`ready` returns once the subscription is confirmed by Redis.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        handler: Callable[[bytes], None],
+        on_subscribed: Callable[[], None],
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._handler = handler
+        self._on_subscribed = on_subscribed
+        self._subscribed = asyncio.Event()
+
+    async def ready(self, timeout: float) -> None:
+        """Wait until subscribed; BackendError after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+        except TimeoutError:
+            raise BackendError(
+                f"could not subscribe to Redis at {safe_url(self._client)} within {timeout}s"
+            ) from None
+
+    async def run(self) -> None:
+        """Subscribe and dispatch messages until cancelled."""
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None:
+                    self._dispatch(message)
+        finally:
+            self._subscribed.clear()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            self._subscribed.set()
+            self._on_subscribed()
+        elif kind == "message":
+            try:
+                self._handler(message["data"])
+            except Exception:
+                logger.exception("handling a message on %s failed", self._channel)

@@ -1,0 +1,47 @@
+"""Helpers for tests on a real Redis: an isolated database and key prefix per test."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from _services import require_redis
+from flowrra.backends.redis import RedisBackend
+from flowrra.brokers.redis import RedisBroker
+
+# one non-zero database per test run, so runs and other users of database 0 never collide
+RUN_DB = random.randint(1, 15)
+
+
+def redis_url() -> str:
+    """The test Redis URL on this run's database (skips, or fails in CI, without Redis)."""
+    base = require_redis().rsplit("/", 1)[0]
+    return f"{base}/{RUN_DB}"
+
+
+def unique_prefix(kind: str) -> str:
+    """A key prefix no other test uses."""
+    return f"flowrra-test-{kind}-{uuid.uuid4().hex[:12]}"
+
+
+class ScratchBroker(RedisBroker):
+    """A broker on its own prefix whose keys are deleted when it closes."""
+
+    async def close(self) -> None:
+        try:
+            await self.purge()
+        finally:
+            await super().close()
+
+
+def scratch_broker(**options: Any) -> ScratchBroker:
+    """A :class:`ScratchBroker` on this run's database with a fresh prefix."""
+    options.setdefault("prefix", unique_prefix("broker"))
+    return ScratchBroker(redis_url(), **options)
+
+
+def scratch_backend(**options: Any) -> RedisBackend:
+    """A :class:`RedisBackend` on this run's database with a fresh prefix."""
+    options.setdefault("prefix", unique_prefix("backend"))
+    return RedisBackend(redis_url(), **options)
