@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from flowrra.backends import get_backend
 from flowrra.backends.base import BaseResultBackend
@@ -43,6 +43,10 @@ from flowrra.registry import (
 from flowrra.serialization import prepare_arguments
 from flowrra.task import Task, TaskResult, TaskStatus, utcnow
 from flowrra.worker import Worker
+
+if TYPE_CHECKING:
+    from flowrra.scheduler import Scheduler
+    from flowrra.scheduler.backends import BaseSchedulerBackend
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -93,7 +97,7 @@ class Flowrra:
         self._queue: QueueBroker | None = None  # the broker, once start() checked its kind
         self._running = False
         self._lifecycle = asyncio.Lock()
-        self._scheduler: Any = None
+        self._scheduler: Scheduler | None = None
 
     @classmethod
     def from_urls(
@@ -217,14 +221,69 @@ class Flowrra:
         return self._running
 
     @property
-    def scheduler(self) -> Any:
-        """The scheduler made by :meth:`create_scheduler`, or ``None``."""
+    def scheduler(self) -> Scheduler | None:
+        """The scheduler made by :meth:`create_scheduler` (or from the config), or ``None``."""
         return self._scheduler
+
+    def create_scheduler(
+        self,
+        backend: BaseSchedulerBackend | str | None = None,
+        check_interval: float = 60.0,
+    ) -> Scheduler:
+        """Make the app's persistent scheduler (it needs ``pip install 'flowrra[scheduler]'``).
+
+        ``backend``: a schedule store, a database URL (``sqlite:///``, ``postgresql://``,
+        ``mysql://``) or ``None`` for the SQLite file ``.flowrra_schedule.db``. Runs are
+        submitted through this app. ``start()`` starts the scheduler and ``stop()`` stops
+        it; one made while the app runs is started with ``await app.scheduler.start()``.
+        """
+        from flowrra.scheduler import Scheduler  # noqa: PLC0415 - optional extra
+        from flowrra.scheduler.backends import (  # noqa: PLC0415 - optional extra
+            BaseSchedulerBackend,
+            get_scheduler_backend,
+        )
+
+        if self._scheduler is not None and self._scheduler.is_running:
+            raise RuntimeError("the app's scheduler is running: stop it before replacing it")
+        store = backend if isinstance(backend, BaseSchedulerBackend) else None
+        if store is None:
+            store = get_scheduler_backend(backend)  # type: ignore[arg-type]
+        self._scheduler = Scheduler(
+            store, self._registry, check_interval, submit=self._submit_scheduled
+        )
+        return self._scheduler
+
+    async def _submit_scheduled(
+        self,
+        task_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        task_id: str,
+        priority: int,
+        max_retries: int,
+        retry_delay: float,
+    ) -> str:
+        """The scheduler's submit callback: one run, with the schedule's stored options."""
+        return await self.submit_call(
+            task_name,
+            args,
+            kwargs,
+            priority=priority,
+            task_id=task_id,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the worker. Idempotent."""
+    async def start(self, *, worker: bool = True) -> None:
+        """Start the app (idempotent): accept submissions, and run tasks when ``worker``.
+
+        ``worker=False`` makes a producer-only process (a web server that submits tasks
+        which ``flowrra worker`` processes run). A scheduler made with
+        :meth:`create_scheduler`, or enabled by ``SchedulerConfig(enabled=True)``, starts too.
+        """
         async with self._lifecycle:
             if self._running:
                 return
@@ -235,15 +294,24 @@ class Flowrra:
                     "flowrra's worker needs a QueueBroker"
                 )
             self._queue = self._broker
-            self._worker = Worker(
-                self._broker,
-                self._recorder,
-                self._registry,
-                self._executors,
-                max_deliveries=self.config.executor.max_deliveries,
-            )
-            await self._worker.start()
+            if worker:
+                self._worker = Worker(
+                    self._broker,
+                    self._recorder,
+                    self._registry,
+                    self._executors,
+                    max_deliveries=self.config.executor.max_deliveries,
+                )
+                await self._worker.start()
             self._running = True
+            await self._start_scheduler()
+
+    async def _start_scheduler(self) -> None:
+        settings = self.config.scheduler
+        if self._scheduler is None and settings is not None and settings.enabled:
+            self.create_scheduler(settings.database_url, settings.check_interval)
+        if self._scheduler is not None and not self._scheduler.is_running:
+            await self._scheduler.start()
 
     def _check_routes(self) -> None:
         for name in self._registry:
@@ -263,6 +331,8 @@ class Flowrra:
         async with self._lifecycle:
             if not self._running:
                 return
+            if self._scheduler is not None and self._scheduler.is_running:
+                await self._scheduler.stop()
             self._running = False
             worker, self._worker = self._worker, None
             if worker is not None:
