@@ -32,7 +32,7 @@ from flowrra.exceptions import BackendError
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
     from redis.exceptions import (
         AuthenticationError,
         AuthorizationError,
@@ -162,14 +162,15 @@ async def check_connection(client: Client, what: str) -> None:
 
 
 async def _ping_once(client: Client) -> None:
-    """PING on a fresh pooled connection without the client's retry policy."""
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    """PING on a fresh connection that is not retried (so bad credentials fail at once)."""
+    connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    connection.retry = Retry(NoBackoff(), 0)
     try:
+        await connection.connect()
         await connection.send_command("PING")
         await connection.read_response()
     finally:
-        await pool.release(connection)
+        await connection.disconnect()
 
 
 class Supervisor:

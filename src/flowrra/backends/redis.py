@@ -106,9 +106,7 @@ class RedisBackend(BaseResultBackend):
         self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
         self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
         self._supervisor = Supervisor("redis-backend")
-        self._done = Subscription(
-            self._client, self.keys.done, self._on_done, self._on_subscribed
-        )
+        self._done = Subscription(self._client, self.keys.done, self._on_done, self._on_subscribed)
         self._started = False
         self._start_lock = asyncio.Lock()
 

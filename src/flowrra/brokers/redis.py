@@ -692,9 +692,7 @@ class RedisBroker(QueueBroker):
 
     async def _dead_of(self, queue: str, limit: int) -> list[DeadLetter]:
         keys = self._queue(queue)
-        entries: list[Any] = await self._client.zrevrange(
-            keys.dead, 0, limit - 1, withscores=True
-        )
+        entries: list[Any] = await self._client.zrevrange(keys.dead, 0, limit - 1, withscores=True)
         if not entries:
             return []
         ids = [_text(member) for member, _ in entries]
@@ -725,10 +723,7 @@ class RedisBroker(QueueBroker):
         """Delete every key of this prefix's queues (tests and resets; not atomic)."""
         for queue in await self._all_queues():
             keys = self._queue(queue)
-            lanes = [
-                _text(m)
-                for m in await self._client.smembers(self.keys.lanes)
-            ]
+            lanes = [_text(m) for m in await self._client.smembers(self.keys.lanes)]
             executors = [split_lane(lane)[1] for lane in lanes if split_lane(lane)[0] == queue]
             doomed = [*keys.fixed(), *(keys.ready(e) for e in executors)]
             doomed.extend(keys.notify(e) for e in executors)
