@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass

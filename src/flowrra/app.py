@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from flowrra.backends import get_backend
 from flowrra.backends.base import BaseResultBackend
 from flowrra.brokers import get_broker
+from flowrra.brokers.adapter import MinimalBrokerAdapter
 from flowrra.brokers.base import BaseBroker, QueueBroker
 from flowrra.config import BackendConfig, BrokerConfig, Config
 from flowrra.events import event_bus
@@ -289,14 +290,16 @@ class Flowrra:
                 return
             self._check_routes()
             if not isinstance(self._broker, QueueBroker):
-                raise BackendError(
-                    f"{type(self._broker).__name__} implements only push/pop/size; "
-                    "flowrra's worker needs a QueueBroker"
+                logger.warning(
+                    "%s implements only push/pop/size: tasks held by this process are lost "
+                    "if it dies (see docs/guarantees.md)",
+                    type(self._broker).__name__,
                 )
+                self._broker = MinimalBrokerAdapter(self._broker)
             self._queue = self._broker
             if worker:
                 self._worker = Worker(
-                    self._broker,
+                    self._queue,
                     self._recorder,
                     self._registry,
                     self._executors,
@@ -337,6 +340,8 @@ class Flowrra:
             worker, self._worker = self._worker, None
             if worker is not None:
                 await worker.stop(grace=timeout if wait else 0)
+            if isinstance(self._queue, MinimalBrokerAdapter):
+                await self._queue.stop_pump()
 
     async def __aenter__(self) -> Flowrra:
         await self.start()

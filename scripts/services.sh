@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Start the services the test suite talks to (Redis, PostgreSQL, MariaDB) on loopback,
+# when they are not already answering, and wait until each one accepts connections.
+# Exits non-zero naming the service that could not be started.
+set -u
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() {
+  local name=$1 port=$2
+  for _ in $(seq 1 60); do
+    answers "$port" && return 0
+    sleep 0.5
+  done
+  echo "services: $name did not come up on 127.0.0.1:$port" >&2
+  return 1
+}
+
+start_redis() {
+  command -v redis-server >/dev/null || { echo "services: redis-server is not installed" >&2; return 1; }
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+}
+
+start_postgresql() {
+  command -v pg_ctlcluster >/dev/null || { echo "services: PostgreSQL is not installed" >&2; return 1; }
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+}
+
+start_mariadb() {
+  [ -x /usr/sbin/mariadbd ] || { echo "services: MariaDB is not installed" >&2; return 1; }
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+}
+
+status=0
+answers 6379 || start_redis || status=1
+answers 5432 || start_postgresql || status=1
+answers 3306 || start_mariadb || status=1
+wait_for Redis 6379 || status=1
+wait_for PostgreSQL 5432 || status=1
+wait_for MariaDB 3306 || status=1
+exit $status
