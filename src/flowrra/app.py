@@ -42,13 +42,14 @@ from flowrra.registry import (
     check_priority,
 )
 from flowrra.serialization import prepare_arguments
-from flowrra.task import Task, TaskResult, TaskStatus, utcnow
+from flowrra.task import Task, TaskResult, TaskStatus
 from flowrra.worker import Worker
 
 if TYPE_CHECKING:
     from flowrra.scheduler import Scheduler
     from flowrra.scheduler.backends import BaseSchedulerBackend
 
+_now = datetime.now
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -376,19 +377,22 @@ class Flowrra:
         Waits while the queue is full. For a call checked against the task's signature,
         use ``await task.submit(...)`` / ``task.options(...).submit(...)``.
         """
-        return await self.submit_call(
-            task, args, kwargs, priority=priority, countdown=countdown, eta=eta, task_id=task_id
+        if task_id is not None and await self._is_known(task_id):
+            return task_id
+        message = self._message(
+            task,
+            args,
+            kwargs,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            task_id=task_id,
+            max_retries=None,
+            retry_delay=None,
         )
-
-    def _resolve(self, task: TaskFunction[..., Any] | str) -> TaskFunction[..., Any]:
-        if isinstance(task, TaskFunction):
-            registered = self._registry.get(task.task_name)
-            if registered is not task:
-                raise TaskNotFoundError(task.task_name)
-            return task
-        if not isinstance(task, str):
-            raise TypeError(f"submit takes a task or a task name, got {type(task).__name__}")
-        return self._registry.get_or_raise(task)
+        if not self._enqueue_nowait(message):
+            await self._enqueue(message)
+        return message.id
 
     async def submit_call(
         self,
@@ -403,22 +407,66 @@ class Flowrra:
         max_retries: int | None = None,
         retry_delay: float | None = None,
     ) -> str:
-        """Queue one call with explicit options (what every submit path ends in)."""
+        """Queue one call with explicit options (:meth:`submit` with every option spelled
+        out, plus per-call ``max_retries`` / ``retry_delay`` as the scheduler uses them)."""
+        if task_id is not None and await self._is_known(task_id):
+            return task_id
+        message = self._message(
+            task,
+            args,
+            kwargs,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            task_id=task_id,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
+        if not self._enqueue_nowait(message):
+            await self._enqueue(message)
+        return message.id
+
+    def _resolve(self, task: TaskFunction[..., Any] | str) -> TaskFunction[..., Any]:
+        if isinstance(task, TaskFunction):
+            registered = self._registry.get(task.task_name)
+            if registered is not task:
+                raise TaskNotFoundError(task.task_name)
+            return task
+        if not isinstance(task, str):
+            raise TypeError(f"submit takes a task or a task name, got {type(task).__name__}")
+        return self._registry.get_or_raise(task)
+
+    async def _is_known(self, task_id: str) -> bool:
+        """True when ``task_id`` already has a record (queued, running or finished)."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError("task_id must be a non-empty string")
+        return await self._backend.get(task_id) is not None
+
+    def _message(
+        self,
+        task: TaskFunction[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        priority: int | None,
+        countdown: float | None,
+        eta: datetime | None,
+        task_id: str | None,
+        max_retries: int | None,
+        retry_delay: float | None,
+    ) -> Task:
+        """Check a submission and build its message; raises for anything invalid."""
         if not self._running:
             raise ExecutorNotRunningError()
-        function = self._resolve(task)
-        options = function.options_
+        if type(task) is TaskFunction and self._registry.get(task.options_.name) is task:
+            options = task.options_
+        else:
+            options = self._resolve(task).options_
         priority = options.priority if priority is None else check_priority(priority)
-        due = _due_time(countdown, eta)
+        due = None if countdown is None and eta is None else _due_time(countdown, eta)
         args, kwargs = prepare_arguments(options.name, args, kwargs)
-        if task_id is None:
-            task_id = new_task_id()
-        elif not isinstance(task_id, str) or not task_id:
-            raise ValueError("task_id must be a non-empty string")
-        elif await self._backend.get(task_id) is not None:
-            return task_id
-        message = Task(
-            task_id,
+        return Task(
+            new_task_id() if task_id is None else task_id,
             options.name,
             args,
             kwargs,
@@ -431,21 +479,29 @@ class Flowrra:
             options.executor,
             options.timeout,
             due,
-            utcnow(),
+            _now(UTC),
         )
+
+    def _enqueue_nowait(self, message: Task) -> bool:
+        """Record and queue ``message`` if neither needs to wait; False otherwise."""
+        queue = self._queue
+        return (
+            queue is not None
+            and self._recorder.live_nowait(message, TaskStatus.PENDING, None, 0)
+            and queue.enqueue_nowait(message) is not None
+        )
+
+    async def _enqueue(self, message: Task) -> None:
+        """Record ``message`` as pending and queue it, waiting for room if needed."""
         queue = self._queue
         if queue is None:
             raise ExecutorNotRunningError()
-        recorder = self._recorder
-        if not recorder.live_nowait(message, TaskStatus.PENDING, None, 0):
-            await recorder.live(message, TaskStatus.PENDING, None, 0)
+        await self._recorder.live(message, TaskStatus.PENDING, None, 0)
         try:
-            if queue.enqueue_nowait(message) is None:
-                await queue.enqueue(message)
+            await queue.enqueue(message)
         except BaseException:
-            await self._backend.delete(task_id)
+            await self._backend.delete(message.id)
             raise
-        return task_id
 
     # -- results ---------------------------------------------------------------------
 

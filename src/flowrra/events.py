@@ -27,17 +27,18 @@ class EventBus:
     """Fan-out of events to in-process subscribers."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+        self.subscribers: list[Subscriber] = []
+        """The current subscribers (read it; change it with subscribe/unsubscribe)."""
 
     @property
     def has_subscribers(self) -> bool:
         """True when at least one subscriber listens."""
-        return bool(self._subscribers)
+        return bool(self.subscribers)
 
     def subscribe(self, fn: Subscriber) -> None:
         """Add ``fn`` (sync or async); adding the same callable twice is a no-op."""
-        if fn not in self._subscribers:
-            self._subscribers.append(fn)
+        if fn not in self.subscribers:
+            self.subscribers.append(fn)
 
     async def async_subscribe(self, fn: Subscriber) -> None:
         """Coroutine form of :meth:`subscribe`."""
@@ -45,12 +46,12 @@ class EventBus:
 
     async def unsubscribe(self, fn: Subscriber) -> None:
         """Remove ``fn``; a no-op if it was not subscribed."""
-        if fn in self._subscribers:
-            self._subscribers.remove(fn)
+        if fn in self.subscribers:
+            self.subscribers.remove(fn)
 
     async def emit(self, event: Event) -> None:
         """Deliver ``event`` to every subscriber, in subscription order."""
-        for fn in tuple(self._subscribers):
+        for fn in tuple(self.subscribers):
             try:
                 outcome = fn(event)
                 if inspect.isawaitable(outcome):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flowrra.backends.base import BaseResultBackend
@@ -16,6 +16,8 @@ from flowrra.backends.memory import InMemoryBackend
 from flowrra.events import EventBus
 from flowrra.executors.child import child_traceback
 from flowrra.task import Task, TaskResult, TaskStatus, utcnow
+
+_now = datetime.now
 
 logger = logging.getLogger("flowrra.tasks")
 
@@ -61,7 +63,7 @@ def success_record(
         None,
         task.submitted_at,
         started_at,
-        utcnow(),
+        _now(UTC),
         task.current_retry,
         task.args,
         task.kwargs,
@@ -106,9 +108,10 @@ class TaskRecorder:
 
         On False the caller awaits :meth:`live` instead.
         """
-        if self._memory is None or self.bus.has_subscribers:
+        memory = self._memory
+        if memory is None or self.bus.subscribers:
             return False
-        self._memory.mark_live(task, status, started_at, deliveries)
+        memory.mark_live(task, status, started_at, deliveries)
         return True
 
     async def live(
@@ -125,9 +128,10 @@ class TaskRecorder:
 
     def store_nowait(self, record: TaskResult) -> bool:
         """Store ``record`` at once if that needs no I/O; False otherwise (await :meth:`record`)."""
-        if self._memory is None or self.bus.has_subscribers:
+        memory = self._memory
+        if memory is None or self.bus.subscribers:
             return False
-        self._memory.store_now(record.task_id, record)
+        memory.store_now(record.task_id, record)
         return True
 
     async def pending(self, task: Task, deliveries: int = 0) -> None:

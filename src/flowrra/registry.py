@@ -203,10 +203,15 @@ class TaskDecorator(Protocol):
 
 
 class TaskRegistry:
-    """The tasks one app knows, by name."""
+    """The tasks one app knows, by name.
+
+    ``get(name)`` returns the task registered under ``name``, or ``None`` (it is the
+    registry dict's own ``get``, since workers call it for every task they run).
+    """
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskFunction[..., Any]] = {}
+        self.get: Callable[[str], TaskFunction[..., Any] | None] = self._tasks.get
 
     @overload
     def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
@@ -285,10 +290,6 @@ class TaskRegistry:
             raise ValueError(f"Task '{task.task_name}' is already registered")
         self._tasks[task.task_name] = task
         return task
-
-    def get(self, name: str) -> TaskFunction[..., Any] | None:
-        """The task registered under ``name``, or ``None``."""
-        return self._tasks.get(name)
 
     def get_or_raise(self, name: str) -> TaskFunction[..., Any]:
         """The task registered under ``name``; :class:`TaskNotFoundError` if absent."""

@@ -14,11 +14,8 @@ from typing import Any
 
 from flowrra.exceptions import SerializationError
 
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _is_scalar(value: object) -> bool:
-    return type(value) in _SCALARS
+SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+"""Types whose values JSON carries unchanged (checked by exact type, not isinstance)."""
 
 
 def json_roundtrip(value: Any, what: str) -> Any:
@@ -27,7 +24,7 @@ def json_roundtrip(value: Any, what: str) -> Any:
     Scalars are returned as they are (the round trip would not change them). Raises
     :class:`SerializationError` naming ``what`` when JSON cannot represent the value.
     """
-    if _is_scalar(value):
+    if type(value) in SCALAR_TYPES:
         return value
     try:
         return json.loads(json.dumps(value))
@@ -43,12 +40,15 @@ def prepare_arguments(
     Returns the arguments as a worker in another process would receive them. Raises
     :class:`SerializationError` (a ``TypeError``) for anything JSON cannot carry.
     """
+    scalar = SCALAR_TYPES
     for value in args:
-        if not _is_scalar(value):
+        if type(value) not in scalar:
             break
     else:
+        if not kwargs:
+            return args, kwargs
         for value in kwargs.values():
-            if not _is_scalar(value):
+            if type(value) not in scalar:
                 break
         else:
             return args, kwargs

@@ -12,7 +12,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flowrra.brokers.base import Delivery, QueueBroker, lane_of
@@ -26,11 +26,12 @@ from flowrra.executors.base import BaseTaskExecutor
 from flowrra.executors.io import IOExecutor
 from flowrra.recording import TaskRecorder, success_record
 from flowrra.registry import TaskFunction, TaskRegistry
-from flowrra.serialization import json_roundtrip
-from flowrra.task import Task, TaskStatus, utcnow
+from flowrra.serialization import SCALAR_TYPES, json_roundtrip
+from flowrra.task import Task, TaskStatus
 
 logger = logging.getLogger("flowrra.worker")
 
+_now = datetime.now  # a local name: read for every task
 _FAIRNESS_STREAK = 100  # tasks a slot runs back to back before it yields to the event loop
 
 
@@ -77,7 +78,6 @@ class Worker:
         self._queues = tuple(queues)
         self._max_deliveries = max_deliveries
         self._slots: list[_Slot] = []
-        self._by_task: dict[str, _Slot] = {}
         self._interrupts: dict[str, _Interrupt] = {}
         self._stopping = False
 
@@ -89,7 +89,7 @@ class Worker:
     @property
     def running(self) -> int:
         """How many tasks this worker is running now."""
-        return len(self._by_task)
+        return sum(1 for slot in self._slots if slot.delivery is not None)
 
     async def start(self) -> None:
         """Start the executors and one coroutine per slot."""
@@ -130,7 +130,10 @@ class Worker:
 
     def cancel_running(self, task_id: str) -> bool:
         """Stop the call of ``task_id`` if this worker is running it; True if it was."""
-        slot = self._by_task.get(task_id)
+        slot = next(
+            (s for s in self._slots if s.delivery is not None and s.delivery.task.id == task_id),
+            None,
+        )  # a scan: cancelling is rare, and the hot path then keeps no index
         if slot is None or not slot.in_call or slot.coroutine is None:
             return False
         self._interrupts[task_id] = _Interrupt.CANCEL
@@ -157,8 +160,6 @@ class Worker:
             else:
                 streak += 1
             slot.delivery = delivery
-            task_id = delivery.task.id
-            self._by_task[task_id] = slot
             function = self._registry.get(delivery.task.name)
             try:
                 if function is None:
@@ -166,10 +167,11 @@ class Worker:
                 else:
                     await self._handle(slot, executor, function, delivery)
             except Exception:
-                logger.exception("worker slot failed to settle task %s; handing it back", task_id)
+                logger.exception(
+                    "worker slot failed to settle task %s; handing it back", delivery.task.id
+                )
                 await self._broker.release(delivery)
             finally:
-                del self._by_task[task_id]
                 slot.delivery = None
 
     async def _handle(
@@ -181,7 +183,7 @@ class Worker:
     ) -> None:
         task = delivery.task
         recorder = self._recorder
-        started_at = utcnow()
+        started_at = _now(UTC)
         if not recorder.live_nowait(task, TaskStatus.RUNNING, started_at, delivery.deliveries):
             await recorder.live(task, TaskStatus.RUNNING, started_at, delivery.deliveries)
         slot.in_call = True
@@ -190,7 +192,8 @@ class Worker:
                 result = await function.fn(*task.args, **task.kwargs)  # IOExecutor.run, inlined
             else:
                 result = await self._call(executor, function, task)
-            result = json_roundtrip(result, f"the result of task '{task.name}'")
+            if type(result) not in SCALAR_TYPES:
+                result = json_roundtrip(result, f"the result of task '{task.name}'")
         except asyncio.CancelledError:
             slot.in_call = False
             if not await self._cancelled(delivery, started_at):
@@ -205,15 +208,25 @@ class Worker:
             await self._failed(function, delivery, error, started_at)
             return
         slot.in_call = False
+        if not self._succeed_nowait(delivery, result, started_at):
+            await self._succeed(delivery, result, started_at)
+
+    def _succeed_nowait(self, delivery: Delivery, result: Any, started_at: datetime) -> bool:
+        """Record and ack a success at once if neither needs I/O; False otherwise."""
+        task = delivery.task
+        if self._interrupts and task.id in self._interrupts:
+            return False
+        record = success_record(task, result, started_at, delivery.deliveries)
+        return self._recorder.store_nowait(record) and self._broker.ack_nowait(delivery) is not None
+
+    async def _succeed(self, delivery: Delivery, result: Any, started_at: datetime) -> None:
+        task = delivery.task
         if self._interrupts and task.id in self._interrupts:
             # the call swallowed its cancellation: honour the request all the same
             await self._cancelled(delivery, started_at)
             return
-        record = success_record(task, result, started_at, delivery.deliveries)
-        if not recorder.store_nowait(record):
-            await recorder.record(record)
-        if self._broker.ack_nowait(delivery) is None:
-            await self._broker.ack(delivery)
+        await self._recorder.record(success_record(task, result, started_at, delivery.deliveries))
+        await self._broker.ack(delivery)
 
     async def _unknown(self, delivery: Delivery) -> None:
         task = delivery.task

@@ -83,7 +83,12 @@ class InMemoryBackend(BaseResultBackend):
     def store_now(self, task_id: str, result: TaskResult) -> None:
         """:meth:`store` without awaiting (the in-process fast path)."""
         finished = self._finished
-        if not is_terminal(result.status):
+        status = result.status
+        if not (
+            status is TaskStatus.SUCCESS
+            or status is TaskStatus.FAILED
+            or status is TaskStatus.CANCELLED
+        ):
             if task_id in finished:
                 del finished[task_id]
             self._active[task_id] = result

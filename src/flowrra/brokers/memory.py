@@ -32,19 +32,28 @@ from flowrra.task import Task
 
 
 class _Lane:
-    """Ready tasks of one lane: FIFO per priority, highest priority first."""
+    """Ready tasks of one lane: FIFO per priority, highest priority first.
 
-    __slots__ = ("levels", "order")
+    ``top`` is the deque of the highest priority in use (claimers pop from it directly);
+    when it runs empty, :meth:`pop` drops it and finds the next one.
+    """
+
+    __slots__ = ("levels", "order", "top", "top_priority")
 
     def __init__(self) -> None:
         self.levels: dict[int, deque[Task]] = {}
         self.order: list[int] = []  # heap of negated priorities that have a deque
+        self.top: deque[Task] | None = None
+        self.top_priority = 0
 
     def push(self, task: Task, *, front: bool = False) -> None:
-        level = self.levels.get(task.priority)
+        priority = task.priority
+        level = self.levels.get(priority)
         if level is None:
-            level = self.levels[task.priority] = deque()
-            heapq.heappush(self.order, -task.priority)
+            level = self.levels[priority] = deque()
+            heapq.heappush(self.order, -priority)
+        if self.top is None or priority > self.top_priority:
+            self.top, self.top_priority = level, priority
         if front:
             level.appendleft(task)
         else:
@@ -57,9 +66,11 @@ class _Lane:
             priority = -order[0]
             level = self.levels[priority]
             if level:
+                self.top, self.top_priority = level, priority
                 return level.popleft()
             heapq.heappop(order)
             del self.levels[priority]
+        self.top = None
         return None
 
     def __bool__(self) -> bool:
@@ -104,22 +115,19 @@ class MemoryBroker(QueueBroker):
 
     async def enqueue(self, task: Task) -> bool:
         """Queue ``task``; waits while ``max_size`` tasks are waiting."""
-        while len(self._waiting) >= self.max_size:
-            if task.id in self._waiting or task.id in self._in_flight:
-                return False
+        while (admitted := self.enqueue_nowait(task)) is None:
             await self._wait_for_room()
-        return self._admit(task)
+        return admitted
 
     def enqueue_nowait(self, task: Task) -> bool | None:
         """Queue ``task`` unless the broker is full (then None: await :meth:`enqueue`)."""
-        if len(self._waiting) >= self.max_size:
-            return None
-        return self._admit(task)
-
-    def _admit(self, task: Task) -> bool:
-        if task.id in self._waiting or task.id in self._in_flight:
+        waiting = self._waiting
+        task_id = task.id
+        if task_id in waiting or task_id in self._in_flight:
             return False
-        self._waiting[task.id] = task
+        if len(waiting) >= self.max_size:
+            return None
+        waiting[task_id] = task
         if task.eta is not None and task.eta > time.time():
             self._delay(task, task.eta)
         else:
@@ -145,11 +153,15 @@ class MemoryBroker(QueueBroker):
                 return
 
     def _make_ready(self, task: Task, *, front: bool = False) -> None:
-        lane = task_lane(task)
+        lane = f"{task.queue}:{task.executor}" if task.executor else task_lane(task)
         ready = self._ready.get(lane)
         if ready is None:
             ready = self._ready[lane] = _Lane()
-        ready.push(task, front=front)
+        level = ready.levels.get(task.priority)
+        if level is None or front:
+            ready.push(task, front=front)
+        else:
+            level.append(task)
         claimers = self._claimers.get(lane)
         while claimers:
             future = claimers.popleft()
@@ -194,28 +206,30 @@ class MemoryBroker(QueueBroker):
     async def claim(self, lanes: Sequence[str]) -> Delivery:
         """Claim the next ready task of ``lanes``; waits without polling when all are empty."""
         while True:
-            delivery = self._take(lanes)
+            delivery = self.claim_nowait(lanes)
             if delivery is not None:
                 return delivery
             await self._wait_for_work(lanes)
 
     def claim_nowait(self, lanes: Sequence[str]) -> Delivery | None:
         """Claim a ready task of ``lanes`` at once, or return None."""
-        return self._take(lanes)
-
-    def _take(self, lanes: Sequence[str]) -> Delivery | None:
         waiting = self._waiting
         for lane in lanes:
             ready = self._ready.get(lane)
             if ready is None:
                 continue
-            while (task := ready.pop()) is not None:
-                if waiting.get(task.id) is not task:
+            while True:
+                top = ready.top
+                task = top.popleft() if top else ready.pop()
+                if task is None:
+                    break
+                task_id = task.id
+                if waiting.get(task_id) is not task:
                     continue  # cancelled while it waited
-                del waiting[task.id]
-                redelivered = self._redeliveries.pop(task.id, 0) if self._redeliveries else 0
+                del waiting[task_id]
+                redelivered = self._redeliveries.pop(task_id, 0) if self._redeliveries else 0
                 delivery = Delivery(task, lane, next(self._tokens), redelivered + 1)
-                self._in_flight[task.id] = delivery
+                self._in_flight[task_id] = delivery
                 if self._room_waiters:
                     self._wake_room()
                 return delivery
@@ -259,7 +273,7 @@ class MemoryBroker(QueueBroker):
             async with asyncio.timeout(timeout):
                 while True:
                     lanes = sorted(self._ready) or [""]
-                    delivery = self._take(lanes)
+                    delivery = self.claim_nowait(lanes)
                     if delivery is not None:
                         break
                     await self._wait_for_work([*lanes, _ANY_LANE])
@@ -282,10 +296,14 @@ class MemoryBroker(QueueBroker):
 
     def ack_nowait(self, delivery: Delivery) -> bool:
         """:meth:`ack` without awaiting (it never waits)."""
-        settled = self._settle(delivery)
-        if settled and self._idle_waiters:
+        in_flight = self._in_flight
+        task_id = delivery.task.id
+        if in_flight.get(task_id) is not delivery:
+            return False
+        del in_flight[task_id]
+        if self._idle_waiters:
             self._notify_if_idle()
-        return settled
+        return True
 
     async def retry(self, delivery: Delivery, delay: float) -> bool:
         """Back to the delayed set (or ready at once for ``delay <= 0``)."""
