@@ -41,8 +41,8 @@ from flowrra.registry import (
     TaskRegistry,
     check_priority,
 )
-from flowrra.serialization import prepare_arguments
-from flowrra.task import Task, TaskResult, TaskStatus
+from flowrra.serialization import SCALAR_TYPES, prepare_arguments
+from flowrra.task import CANCELLED, PENDING, Task, TaskResult
 from flowrra.worker import Worker
 
 if TYPE_CHECKING:
@@ -390,7 +390,7 @@ class Flowrra:
             max_retries=None,
             retry_delay=None,
         )
-        if not self._enqueue_nowait(message):
+        if message.eta is not None or not self._enqueue_nowait(message):
             await self._enqueue(message)
         return message.id
 
@@ -464,7 +464,13 @@ class Flowrra:
             options = self._resolve(task).options_
         priority = options.priority if priority is None else check_priority(priority)
         due = None if countdown is None and eta is None else _due_time(countdown, eta)
-        args, kwargs = prepare_arguments(options.name, args, kwargs)
+        for value in args:  # the common case, all scalars, needs no copy
+            if type(value) not in SCALAR_TYPES:
+                args, kwargs = prepare_arguments(options.name, args, kwargs)
+                break
+        else:
+            if kwargs:
+                args, kwargs = prepare_arguments(options.name, args, kwargs)
         return Task(
             new_task_id() if task_id is None else task_id,
             options.name,
@@ -487,7 +493,7 @@ class Flowrra:
         queue = self._queue
         return (
             queue is not None
-            and self._recorder.live_nowait(message, TaskStatus.PENDING, None, 0)
+            and self._recorder.live_nowait(message, PENDING, None, 0)
             and queue.enqueue_nowait(message) is not None
         )
 
@@ -496,7 +502,7 @@ class Flowrra:
         queue = self._queue
         if queue is None:
             raise ExecutorNotRunningError()
-        await self._recorder.live(message, TaskStatus.PENDING, None, 0)
+        await self._recorder.live(message, PENDING, None, 0)
         try:
             await queue.enqueue(message)
         except BaseException:
@@ -532,7 +538,7 @@ class Flowrra:
             removed = await self._broker.cancel(task_id)
             if removed is not None:
                 error = TaskCancelledError(f"task '{task_id}' was cancelled before it ran")
-                await self._recorder.ended(removed, TaskStatus.CANCELLED, error, None, 0)
+                await self._recorder.ended(removed, CANCELLED, error, None, 0)
                 return True
         worker = self._worker
         return worker is not None and worker.cancel_running(task_id)

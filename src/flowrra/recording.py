@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import logging
 import traceback
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from flowrra.backends.base import BaseResultBackend
 from flowrra.backends.memory import InMemoryBackend
 from flowrra.events import EventBus
 from flowrra.executors.child import child_traceback
-from flowrra.task import Task, TaskResult, TaskStatus, utcnow
-
-_now = datetime.now
+from flowrra.task import PENDING, RETRYING, Task, TaskResult, TaskStatus, utcnow
 
 logger = logging.getLogger("flowrra.tasks")
 
@@ -48,27 +45,6 @@ def live_record(
         args=task.args,
         kwargs=task.kwargs,
         deliveries=deliveries,
-    )
-
-
-def success_record(
-    task: Task, result: Any, started_at: datetime | None, deliveries: int
-) -> TaskResult:
-    """The final record of a task that returned ``result``."""
-    return TaskResult(
-        task.id,
-        TaskStatus.SUCCESS,
-        task.name,
-        result,
-        None,
-        task.submitted_at,
-        started_at,
-        _now(UTC),
-        task.current_retry,
-        task.args,
-        task.kwargs,
-        deliveries,
-        None,
     )
 
 
@@ -136,7 +112,7 @@ class TaskRecorder:
 
     async def pending(self, task: Task, deliveries: int = 0) -> None:
         """The task waits in the queue (new, or handed back after its worker died)."""
-        await self.live(task, TaskStatus.PENDING, None, deliveries)
+        await self.live(task, PENDING, None, deliveries)
 
     async def ended(
         self,
@@ -151,7 +127,7 @@ class TaskRecorder:
             message, trace = describe_error(error), format_traceback(error)
         else:
             message, trace = error, None
-        final = status != TaskStatus.RETRYING
+        final = status != RETRYING
         await self.record(
             TaskResult(
                 task.id,

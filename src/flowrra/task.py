@@ -28,16 +28,21 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-TERMINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# Module-level aliases of the members, for hot paths: looking a member up on an enum class
+# (``TaskStatus.PENDING``) costs more than ten times a global name lookup on CPython 3.11.
+PENDING = TaskStatus.PENDING
+RUNNING = TaskStatus.RUNNING
+SUCCESS = TaskStatus.SUCCESS
+FAILED = TaskStatus.FAILED
+RETRYING = TaskStatus.RETRYING
+CANCELLED = TaskStatus.CANCELLED
+
+TERMINAL_STATUSES = frozenset({SUCCESS, FAILED, CANCELLED})
 
 
 def is_terminal(status: TaskStatus) -> bool:
     """True for success, failed and cancelled (identity checks: enum hashing is slow)."""
-    return (
-        status is TaskStatus.SUCCESS
-        or status is TaskStatus.FAILED
-        or (status is TaskStatus.CANCELLED)
-    )
+    return status is SUCCESS or status is FAILED or status is CANCELLED
 
 
 def _iso(value: datetime | None) -> str | None:

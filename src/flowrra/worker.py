@@ -24,10 +24,10 @@ from flowrra.exceptions import (
 )
 from flowrra.executors.base import BaseTaskExecutor
 from flowrra.executors.io import IOExecutor
-from flowrra.recording import TaskRecorder, success_record
+from flowrra.recording import TaskRecorder
 from flowrra.registry import TaskFunction, TaskRegistry
 from flowrra.serialization import SCALAR_TYPES, json_roundtrip
-from flowrra.task import Task, TaskStatus
+from flowrra.task import CANCELLED, FAILED, RETRYING, RUNNING, SUCCESS, Task, TaskResult
 
 logger = logging.getLogger("flowrra.worker")
 
@@ -184,8 +184,8 @@ class Worker:
         task = delivery.task
         recorder = self._recorder
         started_at = _now(UTC)
-        if not recorder.live_nowait(task, TaskStatus.RUNNING, started_at, delivery.deliveries):
-            await recorder.live(task, TaskStatus.RUNNING, started_at, delivery.deliveries)
+        if not recorder.live_nowait(task, RUNNING, started_at, delivery.deliveries):
+            await recorder.live(task, RUNNING, started_at, delivery.deliveries)
         slot.in_call = True
         try:
             if task.timeout is None and type(executor) is IOExecutor:
@@ -208,30 +208,42 @@ class Worker:
             await self._failed(function, delivery, error, started_at)
             return
         slot.in_call = False
-        if not self._succeed_nowait(delivery, result, started_at):
-            await self._succeed(delivery, result, started_at)
+        record = TaskResult(
+            task.id,
+            SUCCESS,
+            task.name,
+            result,
+            None,
+            task.submitted_at,
+            started_at,
+            _now(UTC),
+            task.current_retry,
+            task.args,
+            task.kwargs,
+            delivery.deliveries,
+            None,
+        )
+        if not self._succeed_nowait(delivery, record):
+            await self._succeed(delivery, record, started_at)
 
-    def _succeed_nowait(self, delivery: Delivery, result: Any, started_at: datetime) -> bool:
+    def _succeed_nowait(self, delivery: Delivery, record: TaskResult) -> bool:
         """Record and ack a success at once if neither needs I/O; False otherwise."""
-        task = delivery.task
-        if self._interrupts and task.id in self._interrupts:
+        if self._interrupts and delivery.task.id in self._interrupts:
             return False
-        record = success_record(task, result, started_at, delivery.deliveries)
         return self._recorder.store_nowait(record) and self._broker.ack_nowait(delivery) is not None
 
-    async def _succeed(self, delivery: Delivery, result: Any, started_at: datetime) -> None:
-        task = delivery.task
-        if self._interrupts and task.id in self._interrupts:
+    async def _succeed(self, delivery: Delivery, record: TaskResult, started_at: datetime) -> None:
+        if self._interrupts and delivery.task.id in self._interrupts:
             # the call swallowed its cancellation: honour the request all the same
             await self._cancelled(delivery, started_at)
             return
-        await self._recorder.record(success_record(task, result, started_at, delivery.deliveries))
+        await self._recorder.record(record)
         await self._broker.ack(delivery)
 
     async def _unknown(self, delivery: Delivery) -> None:
         task = delivery.task
         reason = f"task '{task.name}' is not registered in this worker"
-        await self._recorder.ended(task, TaskStatus.FAILED, reason, None, delivery.deliveries)
+        await self._recorder.ended(task, FAILED, reason, None, delivery.deliveries)
         await self._broker.bury(delivery, reason)
 
     async def _cancelled(self, delivery: Delivery, started_at: datetime) -> bool:
@@ -277,12 +289,10 @@ class Worker:
         if retryable and task.current_retry < task.max_retries:
             task.current_retry += 1
             delay = policy.delay(task.current_retry, task.retry_delay)
-            await self._recorder.ended(
-                task, TaskStatus.RETRYING, error, started_at, delivery.deliveries
-            )
+            await self._recorder.ended(task, RETRYING, error, started_at, delivery.deliveries)
             await self._broker.retry(delivery, delay)
             return
-        await self._recorder.ended(task, TaskStatus.FAILED, error, started_at, delivery.deliveries)
+        await self._recorder.ended(task, FAILED, error, started_at, delivery.deliveries)
         await self._broker.ack(delivery)
 
     async def _lost(self, delivery: Delivery, lost: WorkerLostError, started_at: datetime) -> None:
@@ -290,7 +300,7 @@ class Worker:
         if delivery.deliveries >= self._max_deliveries:
             reason = f"{lost}; dead-lettered after {delivery.deliveries} deliveries"
             await self._recorder.ended(
-                task, TaskStatus.FAILED, WorkerLostError(reason), started_at, delivery.deliveries
+                task, FAILED, WorkerLostError(reason), started_at, delivery.deliveries
             )
             await self._broker.bury(delivery, reason)
             return
@@ -309,7 +319,5 @@ class Worker:
             await self._broker.release(delivery)
             return
         error = TaskCancelledError(f"task '{task.id}' was cancelled while running")
-        await self._recorder.ended(
-            task, TaskStatus.CANCELLED, error, started_at, delivery.deliveries
-        )
+        await self._recorder.ended(task, CANCELLED, error, started_at, delivery.deliveries)
         await self._broker.ack(delivery)

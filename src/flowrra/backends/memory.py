@@ -21,7 +21,16 @@ from datetime import datetime
 
 from flowrra.backends.base import BaseResultBackend
 from flowrra.exceptions import TaskNotFoundError, TaskTimeoutError
-from flowrra.task import Task, TaskResult, TaskStatus, is_terminal
+from flowrra.task import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    SUCCESS,
+    Task,
+    TaskResult,
+    TaskStatus,
+    is_terminal,
+)
 
 # An unfinished task's record, kept as what it is built from: (task, status, started, deliveries)
 _Live = tuple[Task, TaskStatus, datetime | None, int]
@@ -31,7 +40,7 @@ def _build(entry: TaskResult | Task | _Live) -> TaskResult:
     if type(entry) is TaskResult:
         return entry
     if type(entry) is Task:
-        task, status, started_at, deliveries = entry, TaskStatus.PENDING, None, 0
+        task, status, started_at, deliveries = entry, PENDING, None, 0
     else:
         task, status, started_at, deliveries = entry  # type: ignore[misc]
     return TaskResult(
@@ -75,7 +84,7 @@ class InMemoryBackend(BaseResultBackend):
         self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
     ) -> None:
         """Record an unfinished state without building a record until one is read."""
-        if status is TaskStatus.PENDING and deliveries == 0:
+        if status is PENDING and deliveries == 0:
             self._active[task.id] = task
         else:
             self._active[task.id] = (task, status, started_at, deliveries)
@@ -84,11 +93,7 @@ class InMemoryBackend(BaseResultBackend):
         """:meth:`store` without awaiting (the in-process fast path)."""
         finished = self._finished
         status = result.status
-        if not (
-            status is TaskStatus.SUCCESS
-            or status is TaskStatus.FAILED
-            or status is TaskStatus.CANCELLED
-        ):
+        if not (status is SUCCESS or status is FAILED or status is CANCELLED):
             if task_id in finished:
                 del finished[task_id]
             self._active[task_id] = result
