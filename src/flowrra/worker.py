@@ -223,14 +223,13 @@ class Worker:
             delivery.deliveries,
             None,
         )
-        if not self._succeed_nowait(delivery, record):
-            await self._succeed(delivery, record, started_at)
-
-    def _succeed_nowait(self, delivery: Delivery, record: TaskResult) -> bool:
-        """Record and ack a success at once if neither needs I/O; False otherwise."""
-        if self._interrupts and delivery.task.id in self._interrupts:
-            return False
-        return self._recorder.store_nowait(record) and self._broker.ack_nowait(delivery) is not None
+        if (
+            not self._interrupts
+            and recorder.store_nowait(record)
+            and self._broker.ack_nowait(delivery) is not None
+        ):
+            return
+        await self._succeed(delivery, record, started_at)
 
     async def _succeed(self, delivery: Delivery, record: TaskResult, started_at: datetime) -> None:
         if self._interrupts and delivery.task.id in self._interrupts:

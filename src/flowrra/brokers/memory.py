@@ -110,6 +110,7 @@ class MemoryBroker(QueueBroker):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._tokens = itertools.count(1)
+        self._popping = 0  # pop() calls waiting on any lane
 
     # -- producing -------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class MemoryBroker(QueueBroker):
             if not future.done():
                 future.set_result(None)
                 return
-        if self._claimers.get(_ANY_LANE):
+        if self._popping:
             self._pass_on_wakeup([_ANY_LANE])
 
     # -- delayed set -----------------------------------------------------------------
@@ -276,7 +277,11 @@ class MemoryBroker(QueueBroker):
                     delivery = self.claim_nowait(lanes)
                     if delivery is not None:
                         break
-                    await self._wait_for_work([*lanes, _ANY_LANE])
+                    self._popping += 1
+                    try:
+                        await self._wait_for_work([*lanes, _ANY_LANE])
+                    finally:
+                        self._popping -= 1
         except TimeoutError:
             return None
         await self.ack(delivery)
