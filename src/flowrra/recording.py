@@ -68,14 +68,28 @@ class TaskRecorder:
         elsewhere), else None."""
         return self._memory
 
-    async def record(self, record: TaskResult) -> None:
-        """Store ``record`` and publish it."""
+    async def record(self, record: TaskResult, *, fence: int | None = None) -> bool:
+        """Store ``record`` and publish it; False if ``fence`` (a claim token) is stale.
+
+        With a ``fence``, the write is refused when a newer claim of the task already
+        wrote its record: the caller lost its lease and must drop its outcome.
+        """
         if self._memory is not None:
             self._memory.store_now(record.task_id, record)
+        elif fence is not None:
+            if not await self.backend.store_fenced(record.task_id, record, fence):
+                logger.warning(
+                    "task %s[%s]: a newer claim owns it; dropping this worker's %s record",
+                    record.task_name,
+                    record.task_id,
+                    record.status,
+                )
+                return False
         else:
             await self.backend.store(record.task_id, record)
-        if self.bus.has_subscribers:
+        if self.bus.subscribers:
             await self.bus.emit({"type": "task.update", "task": record.to_dict})
+        return True
 
     def live_nowait(
         self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
@@ -91,16 +105,25 @@ class TaskRecorder:
         return True
 
     async def live(
-        self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
-    ) -> None:
-        """Record an unfinished state: pending (queued or handed back) or running."""
+        self,
+        task: Task,
+        status: TaskStatus,
+        started_at: datetime | None,
+        deliveries: int,
+        *,
+        fence: int | None = None,
+    ) -> bool:
+        """Record an unfinished state: pending (queued or handed back) or running.
+
+        Returns False when ``fence`` is stale (see :meth:`record`).
+        """
         if self._memory is not None:
             self._memory.mark_live(task, status, started_at, deliveries)
-            if self.bus.has_subscribers:
+            if self.bus.subscribers:
                 record = live_record(task, status, started_at, deliveries)
                 await self.bus.emit({"type": "task.update", "task": record.to_dict})
-            return
-        await self.record(live_record(task, status, started_at, deliveries))
+            return True
+        return await self.record(live_record(task, status, started_at, deliveries), fence=fence)
 
     def store_nowait(self, record: TaskResult) -> bool:
         """Store ``record`` at once if that needs no I/O; False otherwise (await :meth:`record`)."""
@@ -110,9 +133,9 @@ class TaskRecorder:
         memory.store_now(record.task_id, record)
         return True
 
-    async def pending(self, task: Task, deliveries: int = 0) -> None:
+    async def pending(self, task: Task, deliveries: int = 0, *, fence: int | None = None) -> bool:
         """The task waits in the queue (new, or handed back after its worker died)."""
-        await self.live(task, PENDING, None, deliveries)
+        return await self.live(task, PENDING, None, deliveries, fence=fence)
 
     async def ended(
         self,
@@ -121,14 +144,19 @@ class TaskRecorder:
         error: BaseException | str,
         started_at: datetime | None,
         deliveries: int,
-    ) -> None:
-        """The task failed, is waiting for a retry, or was cancelled."""
+        *,
+        fence: int | None = None,
+    ) -> bool:
+        """The task failed, is waiting for a retry, or was cancelled.
+
+        Returns False when ``fence`` is stale (see :meth:`record`).
+        """
         if isinstance(error, BaseException):
             message, trace = describe_error(error), format_traceback(error)
         else:
             message, trace = error, None
         final = status != RETRYING
-        await self.record(
+        stored = await self.record(
             TaskResult(
                 task.id,
                 status,
@@ -142,9 +170,10 @@ class TaskRecorder:
                 kwargs=task.kwargs,
                 deliveries=deliveries,
                 traceback=trace,
-            )
+            ),
+            fence=fence,
         )
-        if logger.isEnabledFor(logging.INFO):
+        if stored and logger.isEnabledFor(logging.INFO):
             logger.info(
                 "task %s[%s] %s (attempt %d): %s",
                 task.name,
@@ -153,3 +182,4 @@ class TaskRecorder:
                 task.current_retry + 1,
                 message,
             )
+        return stored

@@ -42,6 +42,12 @@ class _Interrupt(enum.Enum):
     SHUTDOWN = "shutdown"  # the grace period of stop() ran out
 
 
+def _fence(delivery: Delivery) -> int | None:
+    """The claim token that fences this delivery's result writes (brokers with int tokens)."""
+    token = delivery.token
+    return token if isinstance(token, int) else None
+
+
 class _Slot:
     """One slot coroutine and what it is doing."""
 
@@ -184,8 +190,12 @@ class Worker:
         task = delivery.task
         recorder = self._recorder
         started_at = _now(UTC)
-        if not recorder.live_nowait(task, RUNNING, started_at, delivery.deliveries):
-            await recorder.live(task, RUNNING, started_at, delivery.deliveries)
+        if not recorder.live_nowait(
+            task, RUNNING, started_at, delivery.deliveries
+        ) and not await recorder.live(
+            task, RUNNING, started_at, delivery.deliveries, fence=_fence(delivery)
+        ):
+            return  # a newer claim owns the task: this delivery is stale
         slot.in_call = True
         try:
             if task.timeout is None and type(executor) is IOExecutor:
@@ -236,14 +246,16 @@ class Worker:
             # the call swallowed its cancellation: honour the request all the same
             await self._cancelled(delivery, started_at)
             return
-        await self._recorder.record(record)
-        await self._broker.ack(delivery)
+        if await self._recorder.record(record, fence=_fence(delivery)):
+            await self._broker.ack(delivery)
 
     async def _unknown(self, delivery: Delivery) -> None:
         task = delivery.task
         reason = f"task '{task.name}' is not registered in this worker"
-        await self._recorder.ended(task, FAILED, reason, None, delivery.deliveries)
-        await self._broker.bury(delivery, reason)
+        if await self._recorder.ended(
+            task, FAILED, reason, None, delivery.deliveries, fence=_fence(delivery)
+        ):
+            await self._broker.bury(delivery, reason)
 
     async def _cancelled(self, delivery: Delivery, started_at: datetime) -> bool:
         """Settle a call that was cancelled; False if the cancellation was not the worker's.
@@ -288,35 +300,46 @@ class Worker:
         if retryable and task.current_retry < task.max_retries:
             task.current_retry += 1
             delay = policy.delay(task.current_retry, task.retry_delay)
-            await self._recorder.ended(task, RETRYING, error, started_at, delivery.deliveries)
-            await self._broker.retry(delivery, delay)
+            if await self._recorder.ended(
+                task, RETRYING, error, started_at, delivery.deliveries, fence=_fence(delivery)
+            ):
+                await self._broker.retry(delivery, delay)
             return
-        await self._recorder.ended(task, FAILED, error, started_at, delivery.deliveries)
-        await self._broker.ack(delivery)
+        if await self._recorder.ended(
+            task, FAILED, error, started_at, delivery.deliveries, fence=_fence(delivery)
+        ):
+            await self._broker.ack(delivery)
 
     async def _lost(self, delivery: Delivery, lost: WorkerLostError, started_at: datetime) -> None:
         task = delivery.task
         if delivery.deliveries >= self._max_deliveries:
             reason = f"{lost}; dead-lettered after {delivery.deliveries} deliveries"
-            await self._recorder.ended(
-                task, FAILED, WorkerLostError(reason), started_at, delivery.deliveries
-            )
-            await self._broker.bury(delivery, reason)
+            if await self._recorder.ended(
+                task,
+                FAILED,
+                WorkerLostError(reason),
+                started_at,
+                delivery.deliveries,
+                fence=_fence(delivery),
+            ):
+                await self._broker.bury(delivery, reason)
             return
         logger.warning(
             "task %s[%s] lost its process (%s); delivering it again", task.name, task.id, lost
         )
-        await self._recorder.pending(task, delivery.deliveries)
-        await self._broker.release(delivery)
+        if await self._recorder.pending(task, delivery.deliveries, fence=_fence(delivery)):
+            await self._broker.release(delivery)
 
     async def _interrupted(
         self, delivery: Delivery, interrupt: _Interrupt, started_at: datetime
     ) -> None:
         task = delivery.task
         if interrupt is _Interrupt.SHUTDOWN:
-            await self._recorder.pending(task, delivery.deliveries)
-            await self._broker.release(delivery)
+            if await self._recorder.pending(task, delivery.deliveries, fence=_fence(delivery)):
+                await self._broker.release(delivery)
             return
         error = TaskCancelledError(f"task '{task.id}' was cancelled while running")
-        await self._recorder.ended(task, CANCELLED, error, started_at, delivery.deliveries)
-        await self._broker.ack(delivery)
+        if await self._recorder.ended(
+            task, CANCELLED, error, started_at, delivery.deliveries, fence=_fence(delivery)
+        ):
+            await self._broker.ack(delivery)

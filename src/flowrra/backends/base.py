@@ -41,6 +41,18 @@ class BaseResultBackend(ABC):
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait until ``task_id`` is complete and return its record."""
 
+    async def store_fenced(self, task_id: str, result: TaskResult, fence: int) -> bool:
+        """Store ``result`` unless a newer claim of the task already wrote its record.
+
+        ``fence`` is the claim token of the worker's delivery; tokens grow with every
+        claim, so a worker that lost its lease (and whose task was claimed again) cannot
+        overwrite the new owner's record. Returns False, storing nothing, in that case.
+        Backends shared by several processes should implement it atomically; the default,
+        for backends private to one process, stores and returns True.
+        """
+        await self.store(task_id, result)
+        return True
+
     async def delete(self, task_id: str) -> bool:
         """Remove the record of ``task_id``; True if there was one."""
         raise NotImplementedError(f"{type(self).__name__} does not support delete()")
