@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -71,6 +71,12 @@ def _due_time(countdown: float | None, eta: datetime | None) -> float | None:
             eta = eta.replace(tzinfo=UTC)  # naive datetimes are read as UTC
         return eta.timestamp()
     return None
+
+
+def _check_queues(queues: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(queues, str) or not queues or not all(isinstance(q, str) and q for q in queues):
+        raise ValueError(f"queues must be a non-empty sequence of queue names, got {queues!r}")
+    return tuple(queues)
 
 
 class Flowrra:
@@ -279,12 +285,13 @@ class Flowrra:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, *, worker: bool = True) -> None:
+    async def start(self, *, worker: bool = True, queues: Sequence[str] = ("default",)) -> None:
         """Start the app (idempotent): accept submissions, and run tasks when ``worker``.
 
         ``worker=False`` makes a producer-only process (a web server that submits tasks
-        which ``flowrra worker`` processes run). A scheduler made with
-        :meth:`create_scheduler`, or enabled by ``SchedulerConfig(enabled=True)``, starts too.
+        which ``flowrra worker`` processes run). ``queues``: the queues this process's
+        worker serves, earlier ones first. A scheduler made with :meth:`create_scheduler`,
+        or enabled by ``SchedulerConfig(enabled=True)``, starts too.
         """
         async with self._lifecycle:
             if self._running:
@@ -304,6 +311,7 @@ class Flowrra:
                     self._recorder,
                     self._registry,
                     self._executors,
+                    queues=_check_queues(queues),
                     max_deliveries=self.config.executor.max_deliveries,
                 )
                 await self._worker.start()

@@ -437,3 +437,30 @@ async def test_a_task_from_another_app_is_refused(app: Flowrra) -> None:
     async with app:
         with pytest.raises(TaskNotFoundError):
             await app.submit(foreign)
+
+
+async def test_a_worker_serves_only_its_queues() -> None:
+    app = make_app()
+    ran: list[str] = []
+
+    @app.task(queue="emails")
+    async def send() -> None:
+        ran.append("emails")
+
+    @app.task
+    async def other() -> None:
+        ran.append("default")
+
+    with pytest.raises(ValueError, match="queues"):
+        await app.start(queues=[])
+    await app.start(queues=["emails"])
+    try:
+        email_id = await app.submit(send)
+        other_id = await app.submit(other)
+        await app.wait_for_result(email_id, timeout=5)
+        with pytest.raises(TaskTimeoutError):
+            await app.wait_for_result(other_id, timeout=0.1)
+        assert (await queue_of(app).counts()).ready == 1
+    finally:
+        await app.stop()
+    assert ran == ["emails"]
