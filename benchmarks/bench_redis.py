@@ -1,0 +1,258 @@
+"""Redis broker and backend: flowrra end to end beside raw Redis round trips.
+
+Raw limits, measured with redis-py asyncio in the same run: one ``PING`` at a time, one
+``LPUSH`` + ``BRPOP`` at a time, and pipelines of 100 ``LPUSH`` / 100 ``RPOP`` per round
+trip. flowrra: one worker *process* (``redis_worker_app.py``) and the producer here, an app
+made with ``Flowrra.from_urls(broker=RedisBroker, backend=RedisBackend)`` started with
+``start(worker=False)``:
+
+- burst: N no-op tasks submitted by N concurrent coroutines, wall time from the first
+  submit until every result was read (``wait_for_result``);
+- sequential: the same N submitted one after another, then every result awaited;
+- latency: one task at a time, submit to result in the caller.
+
+Each run uses a fresh key prefix on the chosen database and deletes its keys afterwards.
+
+    python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/9] [--tasks 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from flowrra import Flowrra
+from flowrra.backends.redis import RedisBackend
+from flowrra.brokers.redis import RedisBroker
+
+HERE = Path(__file__).parent
+NAN = float("nan")
+
+
+@dataclass
+class Row:
+    """One line of the table: a rate (per second) and, for latency rows, percentiles."""
+
+    name: str
+    per_second: float
+    unit: str
+    p50_ms: float = NAN
+    p99_ms: float = NAN
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def best_of(repeat: int, run: Callable[[], Awaitable[float]]) -> float:
+    return max([await run() for _ in range(repeat)])
+
+
+# -- raw Redis ------------------------------------------------------------------------
+
+
+async def raw_ping(client: aioredis.Redis, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await client.ping()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def raw_push_pop(client: aioredis.Redis, key: str, count: int) -> list[float]:
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        await client.lpush(key, i)
+        await client.brpop([key], timeout=1)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def raw_pipelined(client: aioredis.Redis, key: str, items: int, width: int) -> float:
+    started = time.perf_counter()
+    for _ in range(items // width):
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(width):
+                pipe.lpush(key, i)
+            await pipe.execute()
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(width):
+                pipe.rpop(key)
+            await pipe.execute()
+    return items / (time.perf_counter() - started)
+
+
+async def measure_raw(url: str, prefix: str, args: argparse.Namespace) -> list[Row]:
+    client = aioredis.Redis.from_url(url)
+    key = f"{prefix}:raw"
+    try:
+        pings = await raw_ping(client, args.samples)
+        best_ping = await best_of(args.repeat, lambda: _rate(raw_ping(client, args.samples)))
+        trips = await raw_push_pop(client, key, args.samples)
+        best_trip = await best_of(args.repeat, lambda: _rate(raw_push_pop(client, key, 2000)))
+        piped = await best_of(args.repeat, lambda: raw_pipelined(client, key, args.tasks, 100))
+    finally:
+        await client.delete(key)
+        await client.aclose()
+    return [
+        Row("raw PING, one at a time", best_ping, "trips/s", *_ms(pings)),
+        Row("raw LPUSH+BRPOP, one at a time", best_trip, "tasks/s", *_ms(trips)),
+        Row("raw LPUSH/RPOP pipelines of 100", piped, "items/s"),
+    ]
+
+
+async def _rate(run: Awaitable[list[float]]) -> float:
+    times = await run
+    return len(times) / sum(times)
+
+
+def _ms(times: list[float]) -> tuple[float, float]:
+    return percentile(times, 0.5) * 1000, percentile(times, 0.99) * 1000
+
+
+# -- flowrra ------------------------------------------------------------------------
+
+
+async def noop(value: int) -> int:
+    return value
+
+
+class Bench:
+    """A worker process and a producer app on one fresh prefix."""
+
+    def __init__(self, url: str, prefix: str, concurrency: int) -> None:
+        self.url, self.prefix, self.concurrency = url, prefix, concurrency
+        self.app = Flowrra.from_urls(
+            broker=RedisBroker(url, prefix=prefix), backend=RedisBackend(url, prefix=prefix)
+        )
+        self.task = self.app.task(name="noop")(noop)
+        self.worker: subprocess.Popen[str] | None = None
+
+    async def __aenter__(self) -> Bench:
+        self.worker = subprocess.Popen(
+            [sys.executable, str(HERE / "redis_worker_app.py"), self.url, self.prefix,
+             str(self.concurrency)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.worker.stdout is not None
+        line = await asyncio.to_thread(self.worker.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError("the worker process did not start")
+        await self.app.start(worker=False)
+        await self.warm_up()
+        return self
+
+    async def warm_up(self) -> None:
+        ids = await asyncio.gather(*(self.app.submit(self.task, i) for i in range(200)))
+        await asyncio.gather(*(self.app.wait_for_result(task_id) for task_id in ids))
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.worker is not None:
+            self.worker.terminate()
+            await asyncio.to_thread(self.worker.wait, 30)
+        await self.app.stop()
+        broker, backend = self.app.broker, self.app.backend
+        assert isinstance(broker, RedisBroker) and isinstance(backend, RedisBackend)
+        await backend.clear()
+        await broker.purge()
+        await broker.close()
+        await backend.close()
+
+    async def burst(self, tasks: int) -> float:
+        app, task = self.app, self.task
+        started = time.perf_counter()
+        ids = await asyncio.gather(*(app.submit(task, i) for i in range(tasks)))
+        await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
+        return tasks / (time.perf_counter() - started)
+
+    async def sequential(self, tasks: int) -> float:
+        app, task = self.app, self.task
+        started = time.perf_counter()
+        ids = [await app.submit(task, i) for i in range(tasks)]
+        await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
+        return tasks / (time.perf_counter() - started)
+
+    async def latency(self, samples: int) -> list[float]:
+        app, task = self.app, self.task
+        times = []
+        for i in range(samples):
+            started = time.perf_counter()
+            await app.wait_for_result(await app.submit(task, i))
+            times.append(time.perf_counter() - started)
+        return times
+
+
+async def measure_flowrra(url: str, prefix: str, args: argparse.Namespace) -> list[Row]:
+    async with Bench(url, prefix, args.concurrency) as bench:
+        burst = await best_of(args.repeat, lambda: bench.burst(args.tasks))
+        sequential = await best_of(args.repeat, lambda: bench.sequential(args.tasks))
+        best: list[float] | None = None
+        for _ in range(args.repeat):
+            times = await bench.latency(args.latency_samples)
+            if best is None or percentile(times, 0.5) < percentile(best, 0.5):
+                best = times
+        assert best is not None
+    return [
+        Row("flowrra burst (gather N submits)", burst, "tasks/s"),
+        Row("flowrra sequential submits", sequential, "tasks/s"),
+        Row("flowrra one task at a time", len(best) / sum(best), "tasks/s", *_ms(best)),
+    ]
+
+
+# -- reporting ------------------------------------------------------------------------
+
+
+def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+    print(
+        f"\nRedis ({args.url}): {args.tasks:,} no-op tasks, one worker process with "
+        f"{args.concurrency} IO slots, best of {args.repeat}; latency over "
+        f"{args.latency_samples} sequential tasks (raw: {args.samples} round trips)"
+    )
+    header = f"{'mode':<36} {'per second':>11} {'unit':<8} {'p50 ms':>8} {'p99 ms':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row.name:<36} {row.per_second:>11,.0f} {row.unit:<8} "
+            f"{row.p50_ms:>8.3f} {row.p99_ms:>8.3f}"
+        )
+
+
+async def measure(args: argparse.Namespace) -> list[Row]:
+    prefix = f"flowrra-bench-{uuid.uuid4().hex[:12]}"
+    rows = await measure_raw(args.url, prefix, args)
+    rows.extend(await measure_flowrra(args.url, prefix, args))
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=2_000)
+    parser.add_argument("--latency-samples", type=int, default=500)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print_table(asyncio.run(measure(args)), args)
+
+
+if __name__ == "__main__":
+    main()
