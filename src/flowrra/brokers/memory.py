@@ -111,6 +111,7 @@ class MemoryBroker(QueueBroker):
         self._timer_due = 0.0
         self._tokens = itertools.count(1)
         self._popping = 0  # pop() calls waiting on any lane
+        self._lane_names: dict[str, dict[str, str]] = {}  # queue -> executor -> lane
 
     # -- producing -------------------------------------------------------------------
 
@@ -153,8 +154,21 @@ class MemoryBroker(QueueBroker):
                 future.set_result(None)
                 return
 
+    def _lane(self, task: Task) -> str:
+        """The lane name of ``task``, the same string object every time (its hash is cached)."""
+        names = self._lane_names.get(task.queue)
+        if names is None:
+            names = self._lane_names[task.queue] = {}
+        lane = names.get(task.executor_name)
+        if lane is None:
+            lane = names[task.executor_name] = task_lane(task)
+        return lane
+
     def _make_ready(self, task: Task, *, front: bool = False) -> None:
-        lane = f"{task.queue}:{task.executor}" if task.executor else task_lane(task)
+        names = self._lane_names.get(task.queue)
+        lane = names.get(task.executor) if names is not None and task.executor else None
+        if lane is None:
+            lane = self._lane(task)
         ready = self._ready.get(lane)
         if ready is None:
             ready = self._ready[lane] = _Lane()
