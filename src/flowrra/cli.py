@@ -154,6 +154,22 @@ async def _check_reachable(app: Flowrra) -> None:
             )
 
 
+class EarlySignals:
+    """Records a SIGTERM/SIGINT that arrives while the worker is still starting up.
+
+    Installed before the app module is imported, so that a worker stopped during its
+    start-up exits cleanly (code 0, nothing claimed) instead of dying from the signal.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._record)
+
+    def _record(self, number: int, frame: object) -> None:
+        self.received = number
+
+
 class _Signals:
     """SIGTERM/SIGINT: the first sets ``stop``; a second one exits the process at once."""
 
@@ -206,8 +222,12 @@ async def _start_worker(app: Flowrra, queues: tuple[str, ...] | None) -> None:
         await start(worker=True, queues=queues)
 
 
-async def run_worker(app: Flowrra, options: WorkerOptions) -> int:
+async def run_worker(
+    app: Flowrra, options: WorkerOptions, early: EarlySignals | None = None
+) -> int:
     """Run ``app``'s worker until SIGTERM/SIGINT (or the supervisor's death), then stop.
+
+    A signal ``early`` recorded before this coroutine ran makes it return 0 at once.
 
     Stopping: no new task is claimed; running tasks get ``options.grace`` seconds; the ones
     still running are interrupted and handed back to the queue at once, and so are the
@@ -216,6 +236,9 @@ async def run_worker(app: Flowrra, options: WorkerOptions) -> int:
     """
     stop = asyncio.Event()
     _Signals(stop)
+    if early is not None and early.received is not None:
+        logger.info("%s before the worker started: exiting", signal.Signals(early.received).name)
+        return 0
     if options.parent_fd is not None:
         _watch_parent(options.parent_fd, stop)
     await _check_reachable(app)
@@ -268,10 +291,13 @@ def parse_queues(text: str | None) -> tuple[str, ...] | None:
 
 def worker_command(args: argparse.Namespace) -> int:
     """``flowrra worker``: check the app, then run one worker or a supervisor of N."""
+    early = EarlySignals()
     queues = parse_queues(args.queues)
     app = load_app(args.app)
     check_worker_app(app, queues)
     if args.processes > 1:
+        if early.received is not None:
+            return 0
         return supervise(_child_command(args), args.processes)
     options = WorkerOptions(
         app_spec=args.app,
@@ -283,7 +309,7 @@ def worker_command(args: argparse.Namespace) -> int:
     )
     configure_worker_app(app, options)
     try:
-        return asyncio.run(run_worker(app, options))
+        return asyncio.run(run_worker(app, options, early))
     except RuntimeError as error:
         logger.error("worker failed: %s", error)
         return 1

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.service
 
 KILL_TASKS = 2000
 KILL_WORKERS = 3
-KILL_CONCURRENCY = 10
+KILL_CONCURRENCY = 6
 KILL_EVERY = 2.0  # s
 
 
@@ -62,8 +62,11 @@ async def test_sigkilled_workers_lose_no_task(tmp_path: Path) -> None:
     url = require_redis()
     options = ("--concurrency", str(KILL_CONCURRENCY), "--grace", "5")
     # prefetch=0: a killed worker holds only the tasks it runs (spares would count a
-    # delivery each time their holder dies, and could reach max_deliveries unrun)
-    with deployment(url, tmp_path, prefetch=0) as deployed:
+    # delivery each time their holder dies, and could reach max_deliveries unrun).
+    # lease=1.0, well below the kill period: a task handed back by the reaper has run
+    # again long before the next kill. (With lease == kill period, hand-backs arrive just
+    # as the next kill lands, and a task can be hit max_deliveries times and buried.)
+    with deployment(url, tmp_path, lease=1.0, prefetch=0) as deployed:
         workers = [deployed.start(*options) for _ in range(KILL_WORKERS)]
         async with producer(deployed) as app:
             rng = random.Random(20_000)
@@ -87,15 +90,20 @@ async def test_sigkilled_workers_lose_no_task(tmp_path: Path) -> None:
             elapsed = time.monotonic() - began
 
             final = await counts(app)
+            broker = app.broker
+            assert isinstance(broker, RedisBroker)
+            letters = [(letter.task.id, letter.reason) for letter in await broker.dead_letters()]
             records = await asyncio.gather(*(app.get_result(key) for key in keys))
             effects = done_keys(tmp_path)
+            started = lambda: all("worker started:" in deployed.log_of(w) for w in workers)  # noqa: E731
+            assert await wait_until(started, 15), deployed.all_logs()[-3000:]
             for worker in workers:
                 worker.send_signal(signal.SIGTERM)
             codes = [wait_exit(worker, 15) for worker in workers]
 
         assert kills >= 3, f"only {kills} kills in {elapsed:.1f} s: the test proved nothing"
         assert (final.ready, final.delayed, final.in_flight) == (0, 0, 0), final
-        assert final.dead == 0, final
+        assert final.dead == 0, (final, letters)
         statuses = Counter(record.status if record else None for record in records)
         assert statuses == {TaskStatus.SUCCESS: KILL_TASKS}, statuses
         missing = [key for key in keys if effects[key] == 0]
