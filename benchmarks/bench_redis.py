@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import time
 import uuid
@@ -138,18 +137,20 @@ class Bench:
             broker=RedisBroker(url, prefix=prefix), backend=RedisBackend(url, prefix=prefix)
         )
         self.task = self.app.task(name="noop")(noop)
-        self.worker: subprocess.Popen[str] | None = None
+        self.worker: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Bench:
-        self.worker = subprocess.Popen(
-            [sys.executable, str(HERE / "redis_worker_app.py"), self.url, self.prefix,
-             str(self.concurrency)],
-            stdout=subprocess.PIPE,
-            text=True,
+        self.worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(HERE / "redis_worker_app.py"),
+            self.url,
+            self.prefix,
+            str(self.concurrency),
+            stdout=asyncio.subprocess.PIPE,
         )
         assert self.worker.stdout is not None
-        line = await asyncio.to_thread(self.worker.stdout.readline)
-        if line.strip() != "ready":
+        line = await self.worker.stdout.readline()
+        if line.strip() != b"ready":
             raise RuntimeError("the worker process did not start")
         await self.app.start(worker=False)
         await self.warm_up()
@@ -162,10 +163,11 @@ class Bench:
     async def __aexit__(self, *exc: object) -> None:
         if self.worker is not None:
             self.worker.terminate()
-            await asyncio.to_thread(self.worker.wait, 30)
+            await self.worker.wait()
         await self.app.stop()
         broker, backend = self.app.broker, self.app.backend
-        assert isinstance(broker, RedisBroker) and isinstance(backend, RedisBackend)
+        assert isinstance(broker, RedisBroker)
+        assert isinstance(backend, RedisBackend)
         await backend.clear()
         await broker.purge()
         await broker.close()

@@ -34,12 +34,21 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function lane_of(id)
-  local m = redis.call('HGET', K_META, id)
+local function parse_meta(m)
   if not m then return 'io', 0 end
   local ex, p = string.match(m, '^(.*)|(-?%d+)$')
   if not ex then return 'io', 0 end
   return ex, tonumber(p)
+end
+
+local function lane_of(id)
+  return parse_meta(redis.call('HGET', K_META, id))
+end
+
+local function score(p, seq, front)
+  local base = (1000 - p) * 2199023255552 + 1099511627776
+  if front then return string.format('%.0f', base - seq) end
+  return string.format('%.0f', base + seq)
 end
 
 local function wake(ex)
@@ -49,10 +58,7 @@ end
 
 local function make_ready(id, front)
   local ex, p = lane_of(id)
-  local seq = redis.call('INCR', K_SEQ)
-  local score = (1000 - p) * 2199023255552 + 1099511627776
-  if front then score = score - seq else score = score + seq end
-  redis.call('ZADD', READY .. ex, string.format('%.0f', score), id)
+  redis.call('ZADD', READY .. ex, score(p, redis.call('INCR', K_SEQ), front), id)
   wake(ex)
 end
 
@@ -107,59 +113,96 @@ end
 
 # ARGV[6] max waiting tasks (0: no bound); then per task: id, message, "<exec>|<prio>", eta ms
 # (0: now). Returns per task 1 (queued), 0 (id already known) or -1 (queue full).
+# Batched: one INCRBY reserves the batch's sequence numbers, one ZADD and one wake-up per
+# lane, so a task costs two hash writes.
 ENQUEUE = (
     _BROKER_COMMON
     + r"""
 local max_size = tonumber(ARGV[6])
 local now = now_ms()
-local out = {}
+local count = (#ARGV - 6) / 4
+local seq = redis.call('INCRBY', K_SEQ, count) - count
+local out, lanes, order = {}, {}, {}
 for i = 7, #ARGV, 4 do
   local id = ARGV[i]
   local result = 1
-  if redis.call('HEXISTS', K_MSG, id) == 1 then
-    result = 0
-  elseif max_size > 0 and redis.call('HLEN', K_MSG) - redis.call('ZCARD', K_LEASES) >= max_size then
-    redis.call('SET', K_FULL, '1')
-    result = -1
-  else
-    redis.call('HSET', K_MSG, id, ARGV[i + 1])
-    redis.call('HSET', K_META, id, ARGV[i + 2])
+  if max_size > 0 then
+    if redis.call('HEXISTS', K_MSG, id) == 1 then
+      result = 0
+    elseif redis.call('HLEN', K_MSG) - redis.call('ZCARD', K_LEASES) >= max_size then
+      redis.call('SET', K_FULL, '1')
+      result = -1
+    end
+  end
+  if result == 1 and redis.call('HSETNX', K_MSG, id, ARGV[i + 1]) == 0 then result = 0 end
+  if result == 1 then
+    local meta = ARGV[i + 2]
+    redis.call('HSET', K_META, id, meta)
     local eta = tonumber(ARGV[i + 3])
-    if eta > now then delay(id, eta) else make_ready(id, false) end
+    if eta > now then
+      delay(id, eta)
+    else
+      local ex, p = parse_meta(meta)
+      seq = seq + 1
+      local lane = lanes[ex]
+      if not lane then
+        lane = {}
+        lanes[ex] = lane
+        order[#order + 1] = ex
+      end
+      lane[#lane + 1] = score(p, seq, false)
+      lane[#lane + 1] = id
+    end
   end
   out[#out + 1] = result
+end
+for _, ex in ipairs(order) do
+  redis.call('ZADD', READY .. ex, unpack(lanes[ex]))
+  wake(ex)
 end
 return out
 """
 )
 
 # ARGV[6] lease ms, ARGV[7] how many to claim, ARGV[8..] executors (lanes) in preference
-# order. Returns flat groups of id, executor, token, deliveries, message.
+# order. Returns flat groups of id, executor, token, deliveries, message. Per lane: one
+# ZPOPMIN, HMGET, INCRBY (the tokens), HSET and ZADD; per task one HINCRBY.
 CLAIM = (
     _BROKER_COMMON
     + r"""
-local lease = tonumber(ARGV[6])
 local want = tonumber(ARGV[7])
-local now = now_ms()
+local deadline = now_ms() + tonumber(ARGV[6])
 local out = {}
 for j = 8, #ARGV do
   if want <= 0 then break end
   local ex = ARGV[j]
   local popped = redis.call('ZPOPMIN', READY .. ex, want)
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local body = redis.call('HGET', K_MSG, id)
-    if body then
-      local token = redis.call('INCR', K_SEQ)
-      redis.call('HSET', K_TOKENS, id, token)
-      local d = redis.call('HINCRBY', K_DELIV, id, 1)
-      redis.call('ZADD', K_LEASES, now + lease, id)
-      out[#out + 1] = id
-      out[#out + 1] = ex
-      out[#out + 1] = token
-      out[#out + 1] = d
-      out[#out + 1] = body
-      want = want - 1
+  if #popped > 0 then
+    local ids = {}
+    for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+    local bodies = redis.call('HMGET', K_MSG, unpack(ids))
+    local token = redis.call('INCRBY', K_SEQ, #ids) - #ids
+    local tokens, leases = {}, {}
+    for k, id in ipairs(ids) do
+      local body = bodies[k]
+      if body then
+        token = token + 1
+        local text = string.format('%.0f', token)
+        tokens[#tokens + 1] = id
+        tokens[#tokens + 1] = text
+        leases[#leases + 1] = deadline
+        leases[#leases + 1] = id
+        out[#out + 1] = id
+        out[#out + 1] = ex
+        out[#out + 1] = text
+        out[#out + 1] = redis.call('HINCRBY', K_DELIV, id, 1)
+        out[#out + 1] = body
+        want = want - 1
+      end
+    end
+    if #tokens > 0 then
+      redis.call('HSET', K_TOKENS, unpack(tokens))
+      redis.call('ZADD', K_LEASES, unpack(leases))
     end
   end
   if redis.call('EXISTS', READY .. ex) == 1 then wake(ex) end
@@ -176,16 +219,27 @@ SETTLE = (
     _BROKER_COMMON
     + r"""
 local now = now_ms()
-local out = {}
+local ids = {}
+for i = 6, #ARGV, 6 do ids[#ids + 1] = ARGV[i + 1] end
+local current = redis.call('HMGET', K_TOKENS, unpack(ids))
+local out, acked, touched = {}, {}, {}
 local removed = false
-for i = 6, #ARGV, 6 do
+for k = 1, #ids do
+  local i = 6 * k
   local op, id = ARGV[i], ARGV[i + 1]
+  local owner = current[k]
+  if touched[id] == 'acked' then
+    owner = false
+  elseif touched[id] then
+    owner = redis.call('HGET', K_TOKENS, id)
+  end
+  touched[id] = true
   local ok = 0
-  if redis.call('HGET', K_TOKENS, id) == ARGV[i + 2] then
+  if owner == ARGV[i + 2] then
     ok = 1
     if op == 'ack' then
-      forget(id)
-      removed = true
+      acked[#acked + 1] = id
+      touched[id] = 'acked'
     elseif op == 'retry' then
       unlease(id)
       redis.call('HDEL', K_DELIV, id)
@@ -206,6 +260,14 @@ for i = 6, #ARGV, 6 do
     end
   end
   out[#out + 1] = ok
+end
+if #acked > 0 then
+  redis.call('HDEL', K_MSG, unpack(acked))
+  redis.call('HDEL', K_META, unpack(acked))
+  redis.call('HDEL', K_TOKENS, unpack(acked))
+  redis.call('HDEL', K_DELIV, unpack(acked))
+  redis.call('ZREM', K_LEASES, unpack(acked))
+  removed = true
 end
 if removed then if_idle() end
 return out
@@ -290,51 +352,81 @@ return body
 """
 )
 
-# Backend. KEYS: the status indexes (every status). ARGV[1] record prefix, ARGV[2] fence
-# prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] TTL ms of
-# finished records (0: none); then per record: id, JSON, status, fence ('' for none),
-# finished ('1'/'0'). A fenced write whose fence is below the stored one is refused (0).
-# Unfinished records never expire (SET without PX drops any earlier TTL).
+# Backend. KEYS: the status indexes (every status). ARGV[1] record prefix, ARGV[2] state
+# prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] updates channel
+# ('' for none), ARGV[6] TTL ms of finished records (0: none); then per record: id, JSON,
+# status, fence ('' for none), finished ('1'/'0'). The state key of a record holds
+# "<fence>|<status>": the highest claim token that wrote it and the index it is in. A
+# fenced write whose fence is below the stored one is refused (0). Unfinished records never
+# expire (SET/MSET without PX drops any earlier TTL). Every stored record is published on
+# the updates channel; finished ones also on the completion channel.
 STORE = r"""
-local REC, FENCE, STATUS, DONE = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local ttl = tonumber(ARGV[5])
+local REC, STATE, STATUS, DONE, UPDATES = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keys = {}
+for i = 7, #ARGV, 5 do keys[#keys + 1] = STATE .. ARGV[i] end
+local states = redis.call('MGET', unpack(keys))
+local latest, index, order, plain, trim = {}, {}, {}, {}, {}
 local out = {}
-for i = 6, #ARGV, 5 do
+for k = 1, #keys do
+  local i = 2 + 5 * k
   local id, json, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local fence, finished = ARGV[i + 3], ARGV[i + 4]
+  local state = latest[id] or states[k] or '|'
+  local old_fence, old_status = string.match(state, '^(%d*)|(.*)$')
   local ok = 1
-  if fence ~= '' then
-    local current = redis.call('GET', FENCE .. id)
-    if current and tonumber(current) > tonumber(fence) then ok = 0 end
-  end
+  if fence ~= '' and old_fence ~= '' and tonumber(old_fence) > tonumber(fence) then ok = 0 end
   if ok == 1 then
-    local expire = ttl > 0 and finished == '1'
-    if expire then
+    if latest[id] and #plain > 0 then
+      redis.call('MSET', unpack(plain))  -- an earlier write of this id must land first
+      plain = {}
+    end
+    if fence == '' then fence = old_fence end
+    local new_state = fence .. '|' .. status
+    latest[id] = new_state
+    if ttl > 0 and finished == '1' then
       redis.call('SET', REC .. id, json, 'PX', ttl)
+      redis.call('SET', STATE .. id, new_state, 'PX', ttl)
+      trim[status] = true
     else
-      redis.call('SET', REC .. id, json)
+      plain[#plain + 1] = REC .. id
+      plain[#plain + 1] = json
+      plain[#plain + 1] = STATE .. id
+      plain[#plain + 1] = new_state
     end
-    if fence ~= '' then redis.call('SET', FENCE .. id, fence) end
-    if expire then
-      redis.call('PEXPIRE', FENCE .. id, ttl)
-    else
-      redis.call('PERSIST', FENCE .. id)
+    if old_status ~= status and old_status ~= '' then
+      redis.call('ZREM', STATUS .. old_status, id)
     end
-    for k = 1, #KEYS do redis.call('ZREM', KEYS[k], id) end
-    redis.call('ZADD', STATUS .. status, now, id)
-    if finished == '1' then
-      if ttl > 0 then redis.call('ZREMRANGEBYSCORE', STATUS .. status, '-inf', now - ttl) end
-      redis.call('PUBLISH', DONE, string.len(id) .. ':' .. id .. json)
-    end
+    if not index[id] then order[#order + 1] = id end
+    index[id] = status
+    if UPDATES ~= '' then redis.call('PUBLISH', UPDATES, json) end
+    if finished == '1' then redis.call('PUBLISH', DONE, string.len(id) .. ':' .. id .. json) end
   end
   out[#out + 1] = ok
+end
+if #plain > 0 then redis.call('MSET', unpack(plain)) end
+local adds, statuses = {}, {}
+for _, id in ipairs(order) do
+  local status = index[id]
+  local list = adds[status]
+  if not list then
+    list = {}
+    adds[status] = list
+    statuses[#statuses + 1] = status
+  end
+  list[#list + 1] = now
+  list[#list + 1] = id
+end
+for _, status in ipairs(statuses) do
+  redis.call('ZADD', STATUS .. status, unpack(adds[status]))
+  if trim[status] then redis.call('ZREMRANGEBYSCORE', STATUS .. status, '-inf', now - ttl) end
 end
 return out
 """
 
-# KEYS: the status indexes. ARGV[1] record prefix, ARGV[2] fence prefix, ARGV[3] task id.
+# KEYS: the status indexes. ARGV[1] record prefix, ARGV[2] state prefix, ARGV[3] task id.
 # Returns 1 if a record was removed.
 DELETE = r"""
 local id = ARGV[3]

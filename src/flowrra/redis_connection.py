@@ -65,11 +65,14 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RedisError)
 __all__ = [
     "BACKOFF_CAP",
     "REDIS_ERRORS",
+    "RETRIES",
     "TRANSIENT_ERRORS",
     "AuthenticationError",
     "Client",
     "Coalescer",
+    "RedisConnectionError",
     "RedisError",
+    "RedisTimeoutError",
     "ResponseError",
     "Signal",
     "Supervisor",
@@ -224,6 +227,13 @@ class Supervisor:
                 delay = 0.05
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP)
+
+    async def stop_one(self, name: str) -> None:
+        """Cancel the loop called ``name`` (if it runs) and wait for it to end."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def stop(self) -> None:
         """Cancel every loop and wait for them to end."""

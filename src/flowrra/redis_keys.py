@@ -24,10 +24,12 @@ queue names) and ``<prefix>:lanes`` (set of lanes). Broker events (``idle:<queue
 Result-backend keys share the hash tag ``{results}`` (one slot per prefix)::
 
     <prefix>:{results}:record:<task id>   string  TaskResult.to_dict as JSON
-    <prefix>:{results}:fence:<task id>    string  highest claim token that wrote the record
+    <prefix>:{results}:state:<task id>    string  "<fence>|<status>": highest claim token
+                                                  that wrote the record, and its status
     <prefix>:{results}:status:<status>    zset    task id -> time stored (ms), per status
 
-Completions are published on ``<prefix>:{results}:done``.
+Completions are published on ``<prefix>:{results}:done``, every stored record on
+``<prefix>:{results}:updates``.
 """
 
 from __future__ import annotations
@@ -173,9 +175,9 @@ class BackendKeys:
         """The record of ``task_id``."""
         return f"{self.base}record:{task_id}"
 
-    def fence(self, task_id: str) -> str:
-        """The fencing token of ``task_id``'s record."""
-        return f"{self.base}fence:{task_id}"
+    def state(self, task_id: str) -> str:
+        """``"<fence>|<status>"`` of ``task_id``'s record (claim token and status index)."""
+        return f"{self.base}state:{task_id}"
 
     def status(self, status: str) -> str:
         """The index of records in ``status``."""
@@ -187,14 +189,19 @@ class BackendKeys:
         return self.base + "record:"
 
     @property
-    def fence_prefix(self) -> str:
-        """Prefix of fence keys; the task id completes it."""
-        return self.base + "fence:"
+    def state_prefix(self) -> str:
+        """Prefix of state keys; the task id completes it."""
+        return self.base + "state:"
 
     @property
     def status_prefix(self) -> str:
         """Prefix of status indexes; the status completes it."""
         return self.base + "status:"
+
+    @property
+    def updates(self) -> str:
+        """The pub/sub channel every stored record is published on (JSON)."""
+        return self.base + "updates"
 
     @property
     def done(self) -> str:

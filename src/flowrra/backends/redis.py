@@ -23,9 +23,11 @@ Needs ``pip install 'flowrra[redis]'``. Key layout in :mod:`flowrra.redis_keys`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flowrra import _lua
@@ -36,7 +38,6 @@ from flowrra.redis_connection import (
     REDIS_ERRORS,
     Client,
     Coalescer,
-    Subscription,
     Supervisor,
     check_connection,
     close_client,
@@ -44,6 +45,7 @@ from flowrra.redis_connection import (
     safe_url,
 )
 from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
+from flowrra.redis_wire import Script, Wire, WireSubscription
 from flowrra.serialization import dumps
 from flowrra.task import TaskResult, TaskStatus, is_terminal
 
@@ -54,6 +56,24 @@ _STATUSES = tuple(TaskStatus)
 
 # a write: task id, record JSON, status, fence ('' for none), finished ('1'/'0')
 _Write = tuple[str, str, str, str, str]
+
+
+UpdateListener = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+def _nothing_missed() -> None:
+    """Updates are at-most-once: nothing to re-read after a reconnection."""
+
+
+async def _deliver(callback: UpdateListener, event: dict[str, Any]) -> None:
+    try:
+        outcome = callback(event)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("update listener %r failed", callback)
 
 
 def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
@@ -75,7 +95,8 @@ class RedisBackend(BaseResultBackend):
 
     ``url``: ``redis://``, ``rediss://`` or ``unix://``. ``ttl``: seconds a finished
     record is kept (``None``: for ever). ``prefix``: start of every key; ``clear`` removes
-    only this prefix's records.
+    only this prefix's records. ``publish_updates``: publish every stored record on the
+    updates channel, which :meth:`listen_updates` relays to a callback in any process.
     """
 
     def __init__(
@@ -87,10 +108,12 @@ class RedisBackend(BaseResultBackend):
         max_connections: int = 50,
         socket_timeout: float = 5.0,
         retry_on_timeout: bool = True,
+        publish_updates: bool = True,
     ) -> None:
         if ttl is not None and ttl <= 0:
             raise ValueError("ttl must be > 0 seconds or None")
         self.ttl = ttl
+        self.publish_updates = publish_updates
         self.keys = BackendKeys(prefix)
         self._socket_timeout = socket_timeout
         self._client: Client = connect(
@@ -99,14 +122,22 @@ class RedisBackend(BaseResultBackend):
             socket_timeout=socket_timeout,
             retry_on_timeout=retry_on_timeout,
         )
-        self._store_script = self._client.register_script(_lua.STORE)
-        self._delete_script = self._client.register_script(_lua.DELETE)
+        self._wire = Wire(self._client)
+        self._store_script = Script(_lua.STORE)
+        self._delete_script = Script(_lua.DELETE)
         self._index_keys = [self.keys.status(status.value) for status in _STATUSES]
         self._writer: Coalescer[_Write, int] = Coalescer(self._write_batch, _BATCH)
         self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
         self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
         self._supervisor = Supervisor("redis-backend")
-        self._done = Subscription(self._client, self.keys.done, self._on_done, self._on_subscribed)
+        self._done = WireSubscription(
+            self._client, self.keys.done, self._on_done, self._on_subscribed
+        )
+        self._update_listeners: list[UpdateListener] = []
+        self._update_queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._updates = WireSubscription(
+            self._client, self.keys.updates, self._on_update, _nothing_missed
+        )
         self._started = False
         self._start_lock = asyncio.Lock()
 
@@ -141,6 +172,51 @@ class RedisBackend(BaseResultBackend):
         self._supervisor.start("completions", self._done.run)
         await self._done.ready(max(self._socket_timeout, 1.0) * 2)
 
+    async def listen_updates(self, callback: UpdateListener) -> None:
+        """Call ``callback`` with a ``task.update`` event for every record any process stores.
+
+        Events are ``{"type": "task.update", "task": TaskResult.to_dict}``, exactly what
+        the recorder emits locally, in the order Redis stored the records; ``callback``
+        may be sync or async (async ones are awaited one at a time, in order). Returns once
+        the subscription is confirmed, so every record stored after that is delivered.
+        Delivery is at-most-once: records stored while the connection is down are lost
+        (pub/sub keeps nothing); read :meth:`get` for the current state. A callback that
+        raises is logged and kept. Needs ``publish_updates=True`` on the writers.
+        """
+        await self._start()
+        if callback not in self._update_listeners:
+            self._update_listeners.append(callback)
+        if not self._supervisor.running("updates"):
+            self._update_queue = asyncio.Queue()
+            self._supervisor.start("updates", self._updates.run)
+            self._supervisor.start("update-relay", self._relay_updates)
+        await self._updates.ready(max(self._socket_timeout, 1.0) * 2)
+
+    async def stop_listening(self, callback: UpdateListener) -> None:
+        """Stop calling ``callback``; the subscription ends with the last listener."""
+        if callback in self._update_listeners:
+            self._update_listeners.remove(callback)
+        if not self._update_listeners:
+            await self._supervisor.stop_one("updates")
+            await self._supervisor.stop_one("update-relay")
+
+    def _on_update(self, data: bytes) -> None:
+        self._update_queue.put_nowait(data)
+
+    async def _relay_updates(self) -> None:
+        """Decode published records and hand them to the listeners, in order."""
+        queue = self._update_queue
+        while True:
+            data = await queue.get()
+            try:
+                task = json.loads(data)
+            except ValueError:
+                logger.warning("ignoring an update that is not JSON")
+                continue
+            event = {"type": "task.update", "task": task}
+            for callback in tuple(self._update_listeners):
+                await _deliver(callback, event)
+
     async def ping(self) -> bool:
         """True when Redis answers."""
         try:
@@ -151,6 +227,7 @@ class RedisBackend(BaseResultBackend):
     async def close(self) -> None:
         """Stop listening and close the connections."""
         await self._supervisor.stop()
+        await self._wire.close()
         await close_client(self._client)
 
     # -- writing ---------------------------------------------------------------------
@@ -178,22 +255,22 @@ class RedisBackend(BaseResultBackend):
         ttl = 0 if self.ttl is None else max(1, math.ceil(self.ttl * 1000))
         args: list[str | int] = [
             self.keys.record_prefix,
-            self.keys.fence_prefix,
+            self.keys.state_prefix,
             self.keys.status_prefix,
             self.keys.done,
+            self.keys.updates if self.publish_updates else "",
             ttl,
         ]
         for write in batch:
             args.extend(write)
-        result = await self._store_script(keys=self._index_keys, args=args)
-        return [int(r) for r in result]
+        result: list[int] = await self._wire.evalsha(self._store_script, self._index_keys, args)
+        return result
 
     # -- reading ---------------------------------------------------------------------
 
     async def _read_batch(self, task_ids: list[str]) -> list[bytes | None]:
-        values: list[Any] = await self._client.mget(
-            [self.keys.record(task_id) for task_id in task_ids]
-        )
+        record = self.keys.record_prefix
+        values: list[Any] = await self._wire.call("MGET", *[record + t for t in task_ids])
         return values
 
     async def get(self, task_id: str) -> TaskResult | None:
@@ -276,9 +353,10 @@ class RedisBackend(BaseResultBackend):
     async def delete(self, task_id: str) -> bool:
         """Remove the record; True if there was one."""
         await self._start()
-        removed = await self._delete_script(
-            keys=self._index_keys,
-            args=[self.keys.record_prefix, self.keys.fence_prefix, task_id],
+        removed = await self._wire.evalsha(
+            self._delete_script,
+            self._index_keys,
+            [self.keys.record_prefix, self.keys.state_prefix, task_id],
         )
         return bool(removed)
 
@@ -291,7 +369,7 @@ class RedisBackend(BaseResultBackend):
             for start in range(0, len(members), _BATCH):
                 ids = [m.decode() for m in members[start : start + _BATCH]]
                 removed += int(await self._client.delete(*(self.keys.record(i) for i in ids)))
-                await self._client.delete(*(self.keys.fence(i) for i in ids))
+                await self._client.delete(*(self.keys.state(i) for i in ids))
             await self._client.delete(index)
         return removed
 

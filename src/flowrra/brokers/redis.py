@@ -47,7 +47,6 @@ from flowrra.redis_connection import (
     Client,
     Coalescer,
     Signal,
-    Subscription,
     Supervisor,
     check_connection,
     close_client,
@@ -55,6 +54,7 @@ from flowrra.redis_connection import (
     safe_url,
 )
 from flowrra.redis_keys import DEFAULT_PREFIX, BrokerKeys, QueueKeys, split_lane
+from flowrra.redis_wire import Script, Wire, WireSubscription
 from flowrra.serialization import dumps
 from flowrra.task import Task
 
@@ -222,8 +222,9 @@ class RedisBroker(QueueBroker):
             socket_timeout=socket_timeout,
             retry_on_timeout=retry_on_timeout,
         )
+        self._wire = Wire(self._client)
         self._scripts = {
-            name: self._client.register_script(source)
+            name: Script(source)
             for name, source in {
                 "enqueue": _lua.ENQUEUE,
                 "claim": _lua.CLAIM,
@@ -235,6 +236,7 @@ class RedisBroker(QueueBroker):
             }.items()
         }
         self._queues: dict[str, QueueKeys] = {}
+        self._frames: dict[str, tuple[list[str], list[str | int]]] = {}
         self._lanes_known: set[str] = set()
         self._enqueuers: dict[str, Coalescer[_Entry, int]] = {}
         self._settlers: dict[str, Coalescer[_Op, int]] = {}
@@ -244,7 +246,7 @@ class RedisBroker(QueueBroker):
         self._idle = Signal()
         self._room = Signal()
         self._wake = Signal()
-        self._events = Subscription(
+        self._events = WireSubscription(
             self._client, self.keys.events, self._on_event, self._on_subscribed
         )
         self._started = False
@@ -303,6 +305,7 @@ class RedisBroker(QueueBroker):
             logger.warning("could not hand prefetched tasks back on close: %s", error)
         finally:
             await self._supervisor.stop()
+            await self._wire.close()
             await close_client(self._client)
 
     # -- helpers ---------------------------------------------------------------------
@@ -313,12 +316,24 @@ class RedisBroker(QueueBroker):
             keys = self._queues[name] = self.keys.queue(name)
         return keys
 
-    def _common(self, keys: QueueKeys) -> list[str | int]:
-        return [keys.ready_prefix, keys.notify_prefix, self.keys.events, keys.queue, self.max_dead]
+    def _frame(self, queue: str) -> tuple[list[str], list[str | int]]:
+        """The fixed keys and common arguments every script call on ``queue`` starts with."""
+        frame = self._frames.get(queue)
+        if frame is None:
+            keys = self._queue(queue)
+            common: list[str | int] = [
+                keys.ready_prefix,
+                keys.notify_prefix,
+                self.keys.events,
+                keys.queue,
+                self.max_dead,
+            ]
+            frame = self._frames[queue] = (keys.fixed(), common)
+        return frame
 
     async def _run(self, script: str, queue: str, *args: Any) -> Any:
-        keys = self._queue(queue)
-        return await self._scripts[script](keys=keys.fixed(), args=[*self._common(keys), *args])
+        keys, common = self._frame(queue)
+        return await self._wire.evalsha(self._scripts[script], keys, [*common, *args])
 
     async def _all_queues(self) -> list[str]:
         members = await self._client.smembers(self.keys.queues)
@@ -478,6 +493,7 @@ class RedisBroker(QueueBroker):
         for index in range(0, len(raw), 5):
             task_id, executor, token, count, body = raw[index : index + 5]
             task_id = _text(task_id)
+            token = int(token)
             try:
                 task = decode_message(task_id, body, self.max_message_bytes)
             except MalformedMessageError as error:

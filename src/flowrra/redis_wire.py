@@ -1,0 +1,338 @@
+"""A lean, multiplexed Redis connection for the broker's and backend's hot paths.
+
+redis-py spends most of a round trip in Python (pool checkout, retry wrapper, argument
+encoding, response callbacks): about twice the wire time of a bare ``PING``. The scripts
+the broker and backend run for every batch do not need any of that, so they go through
+:class:`Wire` instead:
+
+- one connection carries any number of commands in flight (requests are written at once,
+  replies are matched to callers in order), so concurrent callers pipeline by themselves;
+- commands are packed straight to RESP bytes and replies parsed by ``hiredis``;
+- ``EVALSHA`` falls back to ``SCRIPT LOAD`` once when the server does not know a script;
+- a lost connection fails the commands in flight with ``ConnectionError``; the next call
+  reconnects, and a call that failed that way is retried with a capped, jittered
+  exponential back-off (:data:`~flowrra.redis_connection.RETRIES` attempts), like
+  redis-py's own retries: at-least-once, so scripts must tolerate a repeated batch;
+- a command that gets no reply within ``socket_timeout`` closes the connection (its
+  state is unknown) and raises ``TimeoutError``.
+
+Connection settings (host, port or unix path, TLS context, username, password, database)
+are taken from the redis-py pool that :func:`~flowrra.redis_connection.connect` built, so
+both speak to the same server the same way. Blocking commands (``BLPOP``) stay on
+redis-py connections: a blocked command would hold up everything behind it here.
+
+:class:`WireSubscription` is a pub/sub subscriber on its own connection of this kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+
+from flowrra.exceptions import BackendError
+from flowrra.redis_connection import (
+    RETRIES,
+    Client,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ResponseError,
+    safe_url,
+)
+
+logger = logging.getLogger("flowrra.redis")
+
+Arg = bytes | str | int | float
+Reply = Any
+
+_CRLF = b"\r\n"
+
+
+def pack(args: Sequence[Arg]) -> bytes:
+    """``args`` as one RESP command (bytes as they are, str UTF-8, numbers in decimal)."""
+    parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
+    for arg in args:
+        if type(arg) is bytes:
+            data = arg
+        elif type(arg) is str:
+            data = arg.encode()
+        elif type(arg) is int:
+            data = b"%d" % arg
+        else:
+            data = repr(arg).encode() if isinstance(arg, float) else str(arg).encode()
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(_CRLF)
+    return b"".join(parts)
+
+
+class Script:
+    """A Lua script and its SHA1 (what ``EVALSHA`` names it by)."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class _Protocol(asyncio.Protocol):
+    """Feeds bytes to hiredis and hands each reply to the oldest waiting caller.
+
+    With ``on_push`` set (pub/sub mode) every reply goes to it instead.
+    """
+
+    def __init__(self, on_push: Callable[[Reply], None] | None = None) -> None:
+        self.reader = hiredis.Reader(notEnoughData=_MISSING)
+        self.waiters: deque[asyncio.Future[Reply]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_push = on_push
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        waiters = self.waiters
+        push = self.on_push
+        while True:
+            reply = reader.gets()
+            if reply is _MISSING:
+                return
+            if push is not None and not waiters:
+                push(reply)
+                continue
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = RedisConnectionError(f"connection to Redis lost ({exc or 'closed'})")
+        while self.waiters:
+            future = self.waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, payload: bytes) -> asyncio.Future[Reply]:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise RedisConnectionError("connection to Redis is closed")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        transport.write(payload)
+        return future
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_MISSING = object()
+
+
+class _Settings:
+    """How to reach and log in to the server a redis-py client points at."""
+
+    def __init__(self, client: Client) -> None:
+        pool = client.connection_pool
+        options: dict[str, Any] = pool.connection_kwargs
+        self.path: str | None = options.get("path") or None
+        self.host: str = options.get("host", "127.0.0.1")
+        self.port: int = int(options.get("port", 6379))
+        self.ssl = None
+        if issubclass(pool.connection_class, aioredis.SSLConnection):
+            probe = pool.make_connection()  # type: ignore[no-untyped-call]
+            self.ssl = probe.ssl_context.get()
+        self.username: str | None = options.get("username")
+        self.password: str | None = options.get("password")
+        self.db = int(options.get("db", 0) or 0)
+        timeout = options.get("socket_timeout")
+        self.timeout: float | None = float(timeout) if timeout else None
+        self.url = safe_url(client)
+
+    def login(self) -> list[tuple[Arg, ...]]:
+        """The commands that prepare a new connection (AUTH, SELECT)."""
+        commands: list[tuple[Arg, ...]] = []
+        if self.password is not None:
+            if self.username:
+                commands.append(("AUTH", self.username, self.password))
+            else:
+                commands.append(("AUTH", self.password))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        return commands
+
+
+async def _open(settings: _Settings, on_push: Callable[[Reply], None] | None) -> _Protocol:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(settings.timeout):
+        if settings.path:
+            _, protocol = await loop.create_unix_connection(
+                lambda: _Protocol(on_push), settings.path
+            )
+        else:
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(on_push), settings.host, settings.port, ssl=settings.ssl
+            )
+        for command in settings.login():
+            reply = await protocol.send(pack(command))
+            if isinstance(reply, hiredis.ReplyError):
+                protocol.abort()
+                raise BackendError(
+                    f"Redis at {settings.url} refused the connection setup "
+                    f"({command[0]!s}): {str(reply).split(' ', 1)[0]}"
+                )
+    return protocol
+
+
+class Wire:
+    """Commands to one Redis server over one multiplexed connection (see module doc)."""
+
+    def __init__(self, client: Client) -> None:
+        self._settings = _Settings(client)
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._closed = False
+
+    async def _connection(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed.done():
+            return protocol
+        if self._closed:
+            raise RedisConnectionError("the Redis connection was closed")
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            protocol = self._protocol
+            if protocol is None or protocol.closed.done():
+                protocol = self._protocol = await _open(self._settings, None)
+            return protocol
+
+    async def _once(self, payload: bytes) -> Reply:
+        protocol = self._protocol
+        if protocol is None or protocol.closed.done():
+            protocol = await self._connection()
+        future = protocol.send(payload)
+        timeout = self._settings.timeout
+        if timeout is None:
+            return await future
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            protocol.abort()  # replies may still come for it: the connection is unusable
+            raise RedisTimeoutError(f"no reply from Redis within {timeout}s") from None
+
+    async def execute(self, payload: bytes) -> Reply:
+        """Send one packed command and return its reply (retried if the connection fails).
+
+        A Redis error reply raises :class:`redis.exceptions.ResponseError`.
+        """
+        delay = 0.05
+        for attempt in range(RETRIES + 1):
+            try:
+                reply = await self._once(payload)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if attempt == RETRIES or self._closed:
+                    raise
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call(self, *args: Arg) -> Reply:
+        """Run one command given as arguments."""
+        return await self.execute(pack(args))
+
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
+        """Run ``script`` (loading it first if the server does not know it)."""
+        payload = pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+        try:
+            return await self.execute(payload)
+        except ResponseError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        await self.call("SCRIPT", "LOAD", script.source)
+        return await self.execute(payload)
+
+    async def close(self) -> None:
+        """Close the connection; commands in flight fail, later calls raise."""
+        self._closed = True
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            await protocol.closed
+
+
+class WireSubscription:
+    """A subscriber to one channel on its own :class:`Wire`-style connection.
+
+    ``handler`` gets each message's payload (bytes; it must not raise, errors are logged).
+    ``on_subscribed`` runs after every (re)subscription, since messages published while
+    the connection was down are lost. :meth:`run` is meant for a
+    :class:`~flowrra.redis_connection.Supervisor`: it returns never, and raises when the
+    connection is lost so the supervisor reconnects.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        handler: Callable[[bytes], None],
+        on_subscribed: Callable[[], None],
+    ) -> None:
+        self._settings = _Settings(client)
+        self._channel = channel.encode()
+        self._handler = handler
+        self._on_subscribed = on_subscribed
+        self._subscribed = asyncio.Event()
+
+    async def ready(self, timeout: float) -> None:
+        """Wait until subscribed; BackendError after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+        except TimeoutError:
+            raise BackendError(
+                f"could not subscribe to Redis at {self._settings.url} within {timeout}s"
+            ) from None
+
+    async def run(self) -> None:
+        """Subscribe, dispatch messages until the connection ends, then raise."""
+        protocol = await _open(self._settings, self._dispatch)
+        try:
+            protocol.transport.write(pack(("SUBSCRIBE", self._channel)))  # type: ignore[union-attr]
+            await protocol.closed
+        finally:
+            self._subscribed.clear()
+            protocol.abort()
+        raise RedisConnectionError("the pub/sub connection to Redis was lost")
+
+    def _dispatch(self, reply: Reply) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind = reply[0]
+        if kind == b"message":
+            try:
+                self._handler(reply[2])
+            except Exception:
+                logger.exception("handling a message on %s failed", self._channel.decode())
+        elif kind == b"subscribe":
+            self._subscribed.set()
+            self._on_subscribed()
