@@ -116,20 +116,30 @@ async def test_sigkilled_workers_lose_no_task(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("shorts", "longs", "queued"),
+    [
+        pytest.param(4, 2, 4, id="interrupted-and-spares"),
+        # nothing interrupted: only broker.close() hands the claimed-ahead spares back
+        pytest.param(2, 0, 3, id="spares-only"),
+    ],
+)
+async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(
+    tmp_path: Path, shorts: int, longs: int, queued: int
+) -> None:
     """SIGTERM, --grace 1: tasks that end in time are acked once, the rest are ready again."""
     url = require_redis()
     # a long lease: a task not handed back would stay in flight for the whole test
     with deployment(url, tmp_path, lease=60.0, prefetch=16) as deployed:
         async with producer(deployed) as app:
-            short = [f"short-{n}" for n in range(4)]
-            long = [f"long-{n}" for n in range(2)]
-            queued = [f"queued-{n}" for n in range(4)]
+            short = [f"short-{n}" for n in range(shorts)]
+            long = [f"long-{n}" for n in range(longs)]
+            waiting = [f"queued-{n}" for n in range(queued)]
             for key in short:
                 await app.submit("sleepy", key, 0.5, task_id=key)
-            for key in long + queued:
+            for key in long + waiting:
                 await app.submit("sleepy", key, 30.0, task_id=key)
-            worker = deployed.start("--concurrency", "6", "--grace", "1")
+            worker = deployed.start("--concurrency", str(shorts + longs), "--grace", "1")
             running = set(short + long)
             assert await wait_until(lambda: set(started_keys(tmp_path)) >= running, 20, 0.01), (
                 deployed.all_logs()
@@ -139,23 +149,58 @@ async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(tmp_path: Pa
             code = wait_exit(worker, 10)
             exited_after = time.monotonic() - signalled
             final = await counts(app)
-            records = {key: await app.get_result(key) for key in short + long + queued}
+            records = {key: await app.get_result(key) for key in short + long + waiting}
         log = deployed.log_of(worker)
 
         assert code == 0, log
         assert exited_after < 1 + 1.5, f"exited {exited_after:.2f} s after SIGTERM"
-        assert (final.ready, final.delayed, final.in_flight, final.dead) == (6, 0, 0, 0), final
+        handed_back = longs + queued
+        assert (final.ready, final.delayed, final.in_flight, final.dead) == (
+            handed_back,
+            0,
+            0,
+            0,
+        ), final
         assert done_keys(tmp_path) == Counter(short), read_effects(tmp_path)
-        assert set(started_keys(tmp_path)) == set(short + long), "a queued task started"
+        assert set(started_keys(tmp_path)) == running, "a queued task started"
         for key in short:
             record = records[key]
             assert record is not None
             assert record.status == TaskStatus.SUCCESS, record
-        for key in long + queued:
+        for key in long + waiting:
             record = records[key]
             assert record is not None
             assert record.status == TaskStatus.PENDING, record
         assert "worker stopped" in log
+
+
+@pytest.mark.slow
+async def test_second_sigterm_exits_at_once(tmp_path: Path) -> None:
+    """A second SIGTERM during the grace period exits at once; the leases keep the tasks."""
+    url = require_redis()
+    with deployment(url, tmp_path, lease=60.0, prefetch=0) as deployed:
+        async with producer(deployed) as app:
+            keys = [f"long-{n}" for n in range(2)]
+            for key in keys:
+                await app.submit("sleepy", key, 30.0, task_id=key)
+            worker = deployed.start("--concurrency", "2", "--grace", "20")
+            assert await wait_until(lambda: set(started_keys(tmp_path)) >= set(keys), 20, 0.01)
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            assert worker.poll() is None, "the first SIGTERM must wait for the grace period"
+            signalled = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            code = wait_exit(worker, 10)
+            exited_after = time.monotonic() - signalled
+            final = await counts(app)
+        log = deployed.log_of(worker)
+
+        assert code == 1, log
+        assert exited_after < 2, f"exited {exited_after:.2f} s after the second SIGTERM"
+        assert "second SIGTERM: exiting at once" in log
+        assert "worker stopped" not in log
+        # not handed back: still leased, so another worker's reaper returns them on expiry
+        assert (final.ready, final.in_flight) == (0, 2), final
 
 
 @pytest.mark.slow
