@@ -102,14 +102,28 @@ class WorkerOptions:
     parent_fd: int | None = None
 
 
+def _describe(configured: object, part: object) -> str:
+    if isinstance(configured, str):
+        return redact_url(configured)
+    if type(part).__module__.startswith("flowrra."):
+        return repr(part)  # flowrra's reprs redact their URLs
+    return type(part).__name__  # a user's repr might show a password
+
+
 def describe_broker(app: Flowrra) -> str:
     """The app's broker for a log line, never with a password in it."""
     configured = app.config.broker.url if app.config.broker is not None else "memory://"
-    if isinstance(configured, str):
-        return redact_url(configured)
-    if type(app.broker).__module__.startswith("flowrra."):
-        return repr(app.broker)  # flowrra's reprs redact their URLs
-    return type(app.broker).__name__
+    return _describe(configured, app.broker)
+
+
+def describe_backend(app: Flowrra) -> str:
+    """The app's result backend for a log line, never with a password in it."""
+    configured = app.config.backend.url if app.config.backend is not None else "memory://"
+    return _describe(configured, app.backend)
+
+
+class UnreachableError(Exception):
+    """The broker or the result backend does not answer; the text names it (redacted)."""
 
 
 def check_worker_app(app: Flowrra, queues: tuple[str, ...] | None) -> None:
@@ -141,15 +155,19 @@ def configure_worker_app(app: Flowrra, options: WorkerOptions) -> None:
 
 
 async def _check_reachable(app: Flowrra) -> None:
-    """Raise :class:`RuntimeError` (password redacted) if the broker or backend does not answer.
+    """Raise :class:`UnreachableError` if the broker or backend does not answer.
 
     Parts without a ``ping()`` are not checked.
     """
-    for what, part in (("broker", app.broker), ("result backend", app.backend)):
+    parts = (
+        ("broker", app.broker, describe_broker(app)),
+        ("result backend", app.backend, describe_backend(app)),
+    )
+    for what, part, shown in parts:
         ping: Callable[[], Any] | None = getattr(part, "ping", None)
         if ping is not None and not await ping():
-            raise RuntimeError(
-                f"the {what} {part!r} does not answer (is it running? are the address and "
+            raise UnreachableError(
+                f"the {what} {shown} does not answer (is it running? are the address and "
                 "password right?)"
             )
 
@@ -310,8 +328,8 @@ def worker_command(args: argparse.Namespace) -> int:
     configure_worker_app(app, options)
     try:
         return asyncio.run(run_worker(app, options, early))
-    except RuntimeError as error:
-        logger.error("worker failed: %s", error)
+    except UnreachableError as error:
+        logger.error("worker cannot start: %s", error)
         return 1
 
 
