@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -39,6 +38,13 @@ from typing import Any
 
 from flowrra import _lua
 from flowrra.brokers.base import BrokerCounts, DeadLetter, Delivery, QueueBroker, task_lane
+from flowrra.brokers.redis_claimers import Claimer
+from flowrra.brokers.redis_messages import (
+    MalformedMessageError,
+    decode_message,
+    placeholder,
+    text,
+)
 from flowrra.config import BrokerConfig
 from flowrra.exceptions import BackendError, SerializationError
 from flowrra.redis_connection import (
@@ -63,111 +69,10 @@ logger = logging.getLogger("flowrra.brokers.redis")
 MAX_PRIORITY = 1000
 _BATCH = 1000  # items per script call
 _ROOM_SAFETY = 5.0  # s: a producer waiting for room re-checks this often if events are lost
-_NULLABLE_NUMBER = (int, float, type(None))
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,),
-    "name": (str,),
-    "args": (list,),
-    "kwargs": (dict,),
-    "max_retries": (int,),
-    "retry_delay": (int, float),
-    "current_retry": (int,),
-    "priority": (int,),
-    "cpu_bound": (bool,),
-    "queue": (str,),
-    "executor": (str, type(None)),
-    "timeout": _NULLABLE_NUMBER,
-    "eta": _NULLABLE_NUMBER,
-    "submitted_at": (str, type(None)),
-}
-_REQUIRED = ("id", "name", "args", "kwargs")
-
 # a settlement: op, task id, token, and three op-specific arguments (see _lua.SETTLE)
 _Op = tuple[str, str, str, str, str, str]
 # an enqueue: task id, message, "<executor>|<priority>", eta in ms (0: now)
 _Entry = tuple[str, bytes, str, int]
-
-
-class MalformedMessageError(ValueError):
-    """A message read from Redis that is not a valid task; the text is the reason."""
-
-
-def decode_message(task_id: str, body: bytes, limit: int) -> Task:
-    """The task in ``body`` (the message stored under ``task_id``), checked strictly.
-
-    Raises :class:`MalformedMessageError` saying why for anything that is not a JSON
-    object of the right shape and field types within ``limit`` bytes. JSON only: nothing is
-    ever unpickled.
-    """
-    if len(body) > limit:
-        raise MalformedMessageError(f"message of {len(body)} bytes exceeds the {limit}-byte limit")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise MalformedMessageError("message is not JSON") from None
-    if not isinstance(data, dict):
-        raise MalformedMessageError("message is not a JSON object")
-    _check_fields(data)
-    try:
-        task = Task.from_message(data)
-    except (KeyError, TypeError, ValueError) as error:
-        raise MalformedMessageError(f"message has the wrong shape: {error!r}") from None
-    if task.id != task_id:
-        raise MalformedMessageError(f"message id {task.id!r} differs from its key {task_id!r}")
-    return task
-
-
-def _check_fields(data: dict[str, Any]) -> None:
-    missing = [name for name in _REQUIRED if name not in data]
-    if missing:
-        raise MalformedMessageError(f"message lacks field(s) {', '.join(missing)}")
-    for name, kinds in _FIELD_TYPES.items():
-        if name in data and not isinstance(data[name], kinds):
-            raise MalformedMessageError(
-                f"message field {name!r} has type {type(data[name]).__name__}"
-            )
-
-
-def _placeholder(task_id: str) -> Task:
-    """Stands for a dead-lettered message that is not a valid task."""
-    return Task(task_id, "<malformed>", (), {})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-class _Claimer:
-    """Local claimers of one set of lanes, the spare deliveries, and their fetcher."""
-
-    __slots__ = ("buffer", "groups", "lanes", "name", "waiters")
-
-    def __init__(self, lanes: tuple[str, ...]) -> None:
-        self.lanes = lanes
-        self.name = "claim:" + ",".join(lanes)
-        self.groups: list[tuple[str, list[str]]] = []
-        for lane in lanes:
-            queue, executor = split_lane(lane)
-            if self.groups and self.groups[-1][0] == queue:
-                self.groups[-1][1].append(executor)
-            else:
-                self.groups.append((queue, [executor]))
-        self.buffer: deque[Delivery] = deque()
-        self.waiters: deque[asyncio.Future[Delivery]] = deque()
-
-    def hand_out(self) -> None:
-        """Give spare deliveries to waiting claimers, oldest first."""
-        buffer, waiters = self.buffer, self.waiters
-        while buffer and waiters:
-            future = waiters.popleft()
-            if not future.done():
-                future.set_result(buffer.popleft())
-
-    def prune(self) -> None:
-        """Forget claimers that stopped waiting (cancelled)."""
-        waiters = self.waiters
-        while waiters and waiters[0].done():
-            waiters.popleft()
 
 
 class RedisBroker(QueueBroker):
@@ -240,7 +145,7 @@ class RedisBroker(QueueBroker):
         self._lanes_known: set[str] = set()
         self._enqueuers: dict[str, Coalescer[_Entry, int]] = {}
         self._settlers: dict[str, Coalescer[_Op, int]] = {}
-        self._claimers: dict[tuple[str, ...], _Claimer] = {}
+        self._claimers: dict[tuple[str, ...], Claimer] = {}
         self._held: dict[str, dict[str, str]] = {}
         self._supervisor = Supervisor("redis-broker")
         self._idle = Signal()
@@ -337,7 +242,7 @@ class RedisBroker(QueueBroker):
 
     async def _all_queues(self) -> list[str]:
         members = await self._client.smembers(self.keys.queues)
-        return sorted({_text(m) for m in members} | set(self._queues))
+        return sorted({text(m) for m in members} | set(self._queues))
 
     async def _register_lane(self, lane: str, queue: str) -> None:
         if lane in self._lanes_known:
@@ -352,7 +257,7 @@ class RedisBroker(QueueBroker):
     # -- events ----------------------------------------------------------------------
 
     def _on_event(self, data: bytes) -> None:
-        kind = _text(data).partition(":")[0]
+        kind = text(data).partition(":")[0]
         if kind == "idle":
             self._idle.fire()
         elif kind == "room":
@@ -418,11 +323,11 @@ class RedisBroker(QueueBroker):
 
     # -- claiming --------------------------------------------------------------------
 
-    def _claimer(self, lanes: Sequence[str]) -> _Claimer:
+    def _claimer(self, lanes: Sequence[str]) -> Claimer:
         key = tuple(lanes)
         claimer = self._claimers.get(key)
         if claimer is None:
-            claimer = self._claimers[key] = _Claimer(key)
+            claimer = self._claimers[key] = Claimer(key)
         return claimer
 
     def claim_nowait(self, lanes: Sequence[str]) -> Delivery | None:
@@ -449,7 +354,7 @@ class RedisBroker(QueueBroker):
                 claimer.buffer.appendleft(future.result())  # not lost: the next claim gets it
             raise
 
-    async def _fetch(self, claimer: _Claimer) -> None:
+    async def _fetch(self, claimer: Claimer) -> None:
         """Claim for every waiting local claimer in one script call; block when empty."""
         while True:
             claimer.prune()
@@ -462,7 +367,7 @@ class RedisBroker(QueueBroker):
             if claimer.waiters and not claimed:
                 await self._block(claimer)
 
-    async def _block(self, claimer: _Claimer) -> None:
+    async def _block(self, claimer: Claimer) -> None:
         """Wait on the lanes' wake-up lists (one queue's lanes per BLPOP: one slot)."""
         queue, executors = claimer.groups[0]
         keys = self._queue(queue)
@@ -475,7 +380,7 @@ class RedisBroker(QueueBroker):
         if popped is not None and not claimer.waiters:
             await self._client.rpush(popped[0], popped[1])
 
-    async def _claim_batch(self, claimer: _Claimer, want: int) -> list[Delivery]:
+    async def _claim_batch(self, claimer: Claimer, want: int) -> list[Delivery]:
         claimed: list[Delivery] = []
         for queue, executors in claimer.groups:
             if want <= 0:
@@ -492,7 +397,7 @@ class RedisBroker(QueueBroker):
         rejects: list[_Op] = []
         for index in range(0, len(raw), 5):
             task_id, executor, token, count, body = raw[index : index + 5]
-            task_id = _text(task_id)
+            task_id = text(task_id)
             token = int(token)
             try:
                 task = decode_message(task_id, body, self.max_message_bytes)
@@ -502,7 +407,7 @@ class RedisBroker(QueueBroker):
                 continue
             task.eta = None
             held[task_id] = str(token)
-            lane = f"{queue}:{_text(executor)}"
+            lane = f"{queue}:{text(executor)}"
             deliveries.append(Delivery(task, lane, int(token), int(count)))
         if rejects:
             await self._settler(queue).submit_all(rejects)
@@ -512,7 +417,7 @@ class RedisBroker(QueueBroker):
         """Take the next task of any known lane outside the lease protocol (at-most-once)."""
         await self._start()
         members = await self._client.smembers(self.keys.lanes)
-        lanes = sorted(_text(m) for m in members) or ["default:io"]
+        lanes = sorted(text(m) for m in members) or ["default:io"]
         try:
             async with asyncio.timeout(timeout):
                 delivery = await self.claim(lanes)
@@ -679,7 +584,7 @@ class RedisBroker(QueueBroker):
                 try:
                     return decode_message(task_id, body, self.max_message_bytes)
                 except MalformedMessageError:
-                    return _placeholder(task_id)
+                    return placeholder(task_id)
         return None
 
     async def counts(self) -> BrokerCounts:
@@ -711,7 +616,7 @@ class RedisBroker(QueueBroker):
         entries: list[Any] = await self._client.zrevrange(keys.dead, 0, limit - 1, withscores=True)
         if not entries:
             return []
-        ids = [_text(member) for member, _ in entries]
+        ids = [text(member) for member, _ in entries]
         reasons: list[Any] = await self._client.hmget(keys.dead_reasons, ids)
         bodies: list[Any] = await self._client.hmget(keys.dead_messages, ids)
         letters = []
@@ -719,8 +624,8 @@ class RedisBroker(QueueBroker):
             try:
                 task = decode_message(task_id, body or b"", self.max_message_bytes)
             except MalformedMessageError:
-                task = _placeholder(task_id)
-            letters.append(DeadLetter(task, _text(reason or b""), float(score) / 1000))
+                task = placeholder(task_id)
+            letters.append(DeadLetter(task, text(reason or b""), float(score) / 1000))
         return letters
 
     async def wait_idle(self) -> None:
@@ -739,7 +644,7 @@ class RedisBroker(QueueBroker):
         """Delete every key of this prefix's queues (tests and resets; not atomic)."""
         for queue in await self._all_queues():
             keys = self._queue(queue)
-            lanes = [_text(m) for m in await self._client.smembers(self.keys.lanes)]
+            lanes = [text(m) for m in await self._client.smembers(self.keys.lanes)]
             executors = [split_lane(lane)[1] for lane in lanes if split_lane(lane)[0] == queue]
             doomed = [*keys.fixed(), *(keys.ready(e) for e in executors)]
             doomed.extend(keys.notify(e) for e in executors)
