@@ -14,6 +14,7 @@ HERE = Path(__file__).parent
 BENCHMARKS = {
     "inprocess": HERE / "bench_inprocess.py",
     "scheduler": HERE / "bench_scheduler.py",
+    "redis": HERE / "bench_redis.py",
 }
 
 
