@@ -316,7 +316,14 @@ class Flowrra:
                 )
                 await self._worker.start()
             self._running = True
+            if self._recorder.publishes_updates:
+                await self._backend.listen_updates(self._relay_update)  # type: ignore[attr-defined]
             await self._start_scheduler()
+
+    async def _relay_update(self, event: dict[str, Any]) -> None:
+        """Hand a ``task.update`` published by any process to this process's subscribers."""
+        if event_bus.subscribers:
+            await event_bus.emit(event)
 
     async def _start_scheduler(self) -> None:
         settings = self.config.scheduler
@@ -345,12 +352,24 @@ class Flowrra:
                 return
             if self._scheduler is not None and self._scheduler.is_running:
                 await self._scheduler.stop()
+            if self._recorder.publishes_updates:
+                await self._backend.stop_listening(self._relay_update)  # type: ignore[attr-defined]
             self._running = False
             worker, self._worker = self._worker, None
             if worker is not None:
                 await worker.stop(grace=timeout if wait else 0)
             if isinstance(self._queue, MinimalBrokerAdapter):
                 await self._queue.stop_pump()
+
+    async def close(self) -> None:
+        """Stop the app, then close the broker's and the backend's connections.
+
+        Call it once at shutdown of a process that uses Redis. The app cannot be started
+        again afterwards (``stop()`` alone keeps it restartable and its results readable).
+        """
+        await self.stop()
+        await self._broker.close()
+        await self._backend.close()
 
     async def __aenter__(self) -> Flowrra:
         await self.start()

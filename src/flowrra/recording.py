@@ -61,6 +61,9 @@ class TaskRecorder:
         self._memory: InMemoryBackend | None = None
         if isinstance(backend, InMemoryBackend) and type(backend).store is InMemoryBackend.store:
             self._memory = backend
+        # a backend that publishes every stored record (Redis) delivers the events to every
+        # process, this one included, so emitting here too would duplicate them
+        self.publishes_updates = getattr(backend, "publish_updates", False) is True
 
     @property
     def memory(self) -> InMemoryBackend | None:
@@ -87,7 +90,7 @@ class TaskRecorder:
                 return False
         else:
             await self.backend.store(record.task_id, record)
-        if self.bus.subscribers:
+        if self.bus.subscribers and not self.publishes_updates:
             await self.bus.emit({"type": "task.update", "task": record.to_dict})
         return True
 

@@ -1,0 +1,114 @@
+"""The app end to end on Redis: the same worker loop and semantics as in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from flowrra import Flowrra, TaskStatus
+from flowrra.backends.redis import RedisBackend
+from flowrra.brokers.redis import RedisBroker
+from flowrra.events import Event, event_bus
+from integration.redis_support import redis_url, scratch_backend, scratch_broker, unique_prefix
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = unique_prefix("app")
+    yield name
+    await scratch_broker(prefix=name).close()
+    backend = scratch_backend(prefix=name)
+    await backend.clear()
+    await backend.close()
+
+
+@pytest.fixture
+async def make_app(prefix: str) -> AsyncIterator[Callable[[], Flowrra]]:
+    """Builds apps on this test's Redis prefix; each is closed afterwards."""
+    apps: list[Flowrra] = []
+
+    def build() -> Flowrra:
+        app = Flowrra.from_urls(
+            broker=RedisBroker(redis_url(), prefix=prefix),
+            backend=RedisBackend(redis_url(), prefix=prefix),
+        )
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        await app.close()
+
+
+async def test_tasks_retries_and_priorities_on_redis(make_app: Callable[[], Flowrra]) -> None:
+    app = make_app()
+    attempts: list[int] = []
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(max_retries=2, retry_delay=0.05)
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("not yet")
+        return "ok"
+
+    async with app:
+        ids = [await add.submit(i, i) for i in range(50)]
+        flaky_id = await flaky.submit()
+        results = [await app.wait_for_result(i, timeout=10) for i in ids]
+        flaky_result = await app.wait_for_result(flaky_id, timeout=10)
+    assert [r.result for r in results] == [2 * i for i in range(50)]
+    assert all(r.args == (i, i) and r.submitted_at is not None for i, r in enumerate(results))
+    assert flaky_result.status == TaskStatus.SUCCESS
+    assert flaky_result.retries == 2
+
+
+async def test_idempotent_submit_and_cancel_on_redis(make_app: Callable[[], Flowrra]) -> None:
+    app = make_app()
+    runs: list[str] = []
+
+    @app.task
+    async def once(label: str) -> None:
+        runs.append(label)
+
+    async with app:
+        first = await once.options(task_id="order-1").submit("a")
+        again = await once.options(task_id="order-1").submit("b")
+        await app.wait_for_result(first, timeout=10)
+        later = await once.options(countdown=60).submit("never")
+        assert await app.cancel(later)
+        cancelled = await app.wait_for_result(later, timeout=10)
+    assert first == again == "order-1"
+    assert runs == ["a"]
+    assert cancelled.status == TaskStatus.CANCELLED
+
+
+async def test_each_state_change_reaches_subscribers_once(make_app: Callable[[], Flowrra]) -> None:
+    app = make_app()
+    seen: list[str] = []
+
+    def collect(event: Event) -> None:
+        seen.append(event["task"]["status"])
+
+    @app.task
+    async def job() -> int:
+        return 1
+
+    event_bus.subscribe(collect)
+    try:
+        async with app:
+            await app.wait_for_result(await job.submit(), timeout=10)
+            for _ in range(100):
+                if seen[-1:] == ["success"]:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await event_bus.unsubscribe(collect)
+    assert seen == ["pending", "running", "success"]
