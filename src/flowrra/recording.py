@@ -14,7 +14,7 @@ from flowrra.backends.base import BaseResultBackend
 from flowrra.backends.memory import InMemoryBackend
 from flowrra.events import EventBus
 from flowrra.executors.child import child_traceback
-from flowrra.task import PENDING, RETRYING, Task, TaskResult, TaskStatus, utcnow
+from flowrra.task import PENDING, RETRYING, Task, TaskResult, TaskStatus, live_record, utcnow
 
 logger = logging.getLogger("flowrra.tasks")
 
@@ -29,23 +29,6 @@ def describe_error(error: BaseException) -> str:
 def format_traceback(error: BaseException) -> str:
     """The formatted traceback of ``error`` (the child's, for child-process errors)."""
     return child_traceback(error) or "".join(traceback.format_exception(error))
-
-
-def live_record(
-    task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
-) -> TaskResult:
-    """The record of a task that is not finished (pending, running)."""
-    return TaskResult(
-        task.id,
-        status,
-        task.name,
-        submitted_at=task.submitted_at,
-        started_at=started_at,
-        retries=task.current_retry,
-        args=task.args,
-        kwargs=task.kwargs,
-        deliveries=deliveries,
-    )
 
 
 class TaskRecorder:

@@ -216,6 +216,23 @@ class Task:
         )
 
 
+def live_record(
+    task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
+) -> TaskResult:
+    """The record of a task that is not finished (pending, running) from its message."""
+    return TaskResult(
+        task.id,
+        status,
+        task.name,
+        submitted_at=task.submitted_at,
+        started_at=started_at,
+        retries=task.current_retry,
+        args=task.args,
+        kwargs=task.kwargs,
+        deliveries=deliveries,
+    )
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)

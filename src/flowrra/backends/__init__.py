@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from flowrra._optional import load_optional
 from flowrra.backends.base import BaseResultBackend
 from flowrra.backends.memory import InMemoryBackend
-from flowrra.brokers import REDIS_SCHEMES, scheme_of
+from flowrra.brokers import REDIS_PACKAGES, REDIS_SCHEMES, scheme_of
 from flowrra.config import BackendConfig, redact_url
 from flowrra.exceptions import BackendError
 
@@ -45,15 +45,7 @@ def get_backend(config: BackendConfig | str | None = None) -> BaseResultBackend:
 
 def _redis_class() -> Any:
     """The Redis implementation, imported on first use (it needs the ``redis`` extra)."""
-    try:
-        module = importlib.import_module("flowrra.backends.redis")
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in {"redis", "hiredis"}:
-            raise ImportError(
-                "RedisBackend needs the redis package: pip install 'flowrra[redis]'"
-            ) from exc
-        raise
-    return module.RedisBackend
+    return load_optional("flowrra.backends.redis", "RedisBackend", "redis", REDIS_PACKAGES)
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,7 @@ from flowrra.task import (
     TaskResult,
     TaskStatus,
     is_terminal,
+    live_record,
 )
 
 # An unfinished task's record, kept as what it is built from: (task, status, started, deliveries)
@@ -40,20 +41,8 @@ def _build(entry: TaskResult | Task | _Live) -> TaskResult:
     if type(entry) is TaskResult:
         return entry
     if type(entry) is Task:
-        task, status, started_at, deliveries = entry, PENDING, None, 0
-    else:
-        task, status, started_at, deliveries = entry  # type: ignore[misc]
-    return TaskResult(
-        task.id,
-        status,
-        task.name,
-        submitted_at=task.submitted_at,
-        started_at=started_at,
-        retries=task.current_retry,
-        args=task.args,
-        kwargs=task.kwargs,
-        deliveries=deliveries,
-    )
+        return live_record(entry, PENDING, None, 0)
+    return live_record(*entry)  # type: ignore[misc]
 
 
 class InMemoryBackend(BaseResultBackend):

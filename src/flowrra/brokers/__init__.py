@@ -6,15 +6,16 @@ and is imported only when used.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from flowrra._optional import load_optional
 from flowrra.brokers.base import BaseBroker, BrokerCounts, DeadLetter, Delivery, QueueBroker
 from flowrra.brokers.memory import MemoryBroker
 from flowrra.config import BrokerConfig, redact_url
 from flowrra.exceptions import BackendError
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+REDIS_PACKAGES = frozenset({"redis", "hiredis"})
 
 __all__ = [
     "BaseBroker",
@@ -63,15 +64,7 @@ def get_broker(config: BrokerConfig | str | None = None, *, max_size: int = 1000
 
 def _redis_class() -> Any:
     """The Redis implementation, imported on first use (it needs the ``redis`` extra)."""
-    try:
-        module = importlib.import_module("flowrra.brokers.redis")
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in {"redis", "hiredis"}:
-            raise ImportError(
-                "RedisBroker needs the redis package: pip install 'flowrra[redis]'"
-            ) from exc
-        raise
-    return module.RedisBroker
+    return load_optional("flowrra.brokers.redis", "RedisBroker", "redis", REDIS_PACKAGES)
 
 
 def __getattr__(name: str) -> Any:
