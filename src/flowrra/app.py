@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from flowrra.backends import get_backend
 from flowrra.backends.base import BaseResultBackend
@@ -37,6 +37,7 @@ from flowrra.registry import (
     P2,
     R2,
     TaskDecorator,
+    TaskDecoratorOptions,
     TaskFunction,
     TaskRegistry,
     check_priority,
@@ -127,62 +128,22 @@ class Flowrra:
     def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
-    def task(
-        self,
-        *,
-        name: str | None = None,
-        cpu_bound: bool = False,
-        max_retries: int | None = None,
-        retry_delay: float | None = None,
-        priority: int = 0,
-        timeout: float | None = None,
-        executor: str | None = None,
-        queue: str = "default",
-        retry_on: tuple[type[BaseException], ...] | None = None,
-        dont_retry_on: tuple[type[BaseException], ...] = (),
-        retry_backoff_max: float | None = None,
-        retry_jitter: bool = False,
-    ) -> TaskDecorator: ...
+    def task(self, **options: Unpack[TaskDecoratorOptions]) -> TaskDecorator: ...
 
     def task(
-        self,
-        fn: Callable[P, R] | None = None,
-        *,
-        name: str | None = None,
-        cpu_bound: bool = False,
-        max_retries: int | None = None,
-        retry_delay: float | None = None,
-        priority: int = 0,
-        timeout: float | None = None,
-        executor: str | None = None,
-        queue: str = "default",
-        retry_on: tuple[type[BaseException], ...] | None = None,
-        dont_retry_on: tuple[type[BaseException], ...] = (),
-        retry_backoff_max: float | None = None,
-        retry_jitter: bool = False,
+        self, fn: Callable[P, R] | None = None, **options: Unpack[TaskDecoratorOptions]
     ) -> TaskFunction[P, R] | TaskDecorator:
-        """Register a task (``@app.task`` or ``@app.task(...)``).
+        """Register a task (``@app.task`` or ``@app.task(...)``), bound to this app.
 
-        ``max_retries`` / ``retry_delay`` default to the app's ``ExecutorConfig``. See
-        :meth:`TaskRegistry.task` for the errors raised.
+        Takes the options of :meth:`TaskRegistry.task`; ``max_retries`` and
+        ``retry_delay`` default to the app's ``ExecutorConfig``.
         """
-        defaults = self.config.executor
+        options.setdefault("max_retries", self.config.executor.max_retries)
+        options.setdefault("retry_delay", self.config.executor.retry_delay)
+        decorate = self._registry.task(**options)
 
         def register(func: Callable[P2, R2]) -> TaskFunction[P2, R2]:
-            task = self._registry.task(
-                name=name,
-                cpu_bound=cpu_bound,
-                max_retries=defaults.max_retries if max_retries is None else max_retries,
-                retry_delay=defaults.retry_delay if retry_delay is None else retry_delay,
-                priority=priority,
-                timeout=timeout,
-                executor=executor,
-                queue=queue,
-                retry_on=retry_on,
-                dont_retry_on=dont_retry_on,
-                retry_backoff_max=retry_backoff_max,
-                retry_jitter=retry_jitter,
-            )(func)
+            task = decorate(func)
             task.app = self
             return task
 

@@ -11,7 +11,17 @@ import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from flowrra.exceptions import ExecutorNotRunningError, TaskNotFoundError
 from flowrra.retry import RetryPolicy
@@ -196,6 +206,23 @@ class SubmitOptions(Generic[P, R]):
         )
 
 
+class TaskDecoratorOptions(TypedDict, total=False):
+    """The options of ``@task(...)``; :meth:`TaskRegistry.task` documents each."""
+
+    name: str | None
+    cpu_bound: bool
+    max_retries: int
+    retry_delay: float
+    priority: int
+    timeout: float | None
+    executor: str | None
+    queue: str
+    retry_on: tuple[type[BaseException], ...] | None
+    dont_retry_on: tuple[type[BaseException], ...]
+    retry_backoff_max: float | None
+    retry_jitter: bool
+
+
 class TaskDecorator(Protocol):
     """What ``@task(...)`` returns: turns a function into a :class:`TaskFunction`."""
 
@@ -217,22 +244,7 @@ class TaskRegistry:
     def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
-    def task(
-        self,
-        *,
-        name: str | None = None,
-        cpu_bound: bool = False,
-        max_retries: int = 3,
-        retry_delay: float = 1.0,
-        priority: int = 0,
-        timeout: float | None = None,
-        executor: str | None = None,
-        queue: str = "default",
-        retry_on: tuple[type[BaseException], ...] | None = None,
-        dont_retry_on: tuple[type[BaseException], ...] = (),
-        retry_backoff_max: float | None = None,
-        retry_jitter: bool = False,
-    ) -> TaskDecorator: ...
+    def task(self, **options: Unpack[TaskDecoratorOptions]) -> TaskDecorator: ...
 
     def task(
         self,
