@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from flowrra._aio import cancel_until_done
 from flowrra.config import redact_url
 from flowrra.exceptions import BackendError
 
@@ -232,16 +233,13 @@ class Supervisor:
         """Cancel the loop called ``name`` (if it runs) and wait for it to end."""
         task = self._tasks.pop(name, None)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_until_done([task])
 
     async def stop(self) -> None:
         """Cancel every loop and wait for them to end."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(tasks)
 
 
 async def close_client(client: Client) -> None:

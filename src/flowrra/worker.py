@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from flowrra._aio import cancel_until_done
 from flowrra.brokers.base import Delivery, QueueBroker, lane_of
 from flowrra.exceptions import (
     SerializationError,
@@ -117,9 +118,9 @@ class Worker:
         (``grace=0``: at once, ``None``: wait for them however long they run).
         """
         self._stopping = True
-        for slot in self._slots:
-            if slot.delivery is None and slot.coroutine is not None:
-                slot.coroutine.cancel()
+        idle = [s.coroutine for s in self._slots if s.delivery is None and s.coroutine]
+        for coroutine in idle:
+            coroutine.cancel()
         busy = [s.coroutine for s in self._slots if s.delivery is not None and s.coroutine]
         if busy and grace != 0:
             await asyncio.wait(busy, timeout=grace)
@@ -127,9 +128,8 @@ class Worker:
             if slot.delivery is not None and slot.in_call and slot.coroutine is not None:
                 self._interrupts[slot.delivery.task.id] = _Interrupt.SHUTDOWN
                 slot.coroutine.cancel()
-        await asyncio.gather(
-            *(s.coroutine for s in self._slots if s.coroutine), return_exceptions=True
-        )
+        await asyncio.gather(*busy, return_exceptions=True)
+        await cancel_until_done(idle)
         self._slots.clear()
         for executor in self._executors.values():
             await executor.stop()
