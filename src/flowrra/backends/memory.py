@@ -13,14 +13,14 @@ somebody reads it.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections import OrderedDict
 from datetime import datetime
 
 from flowrra.backends.base import BaseResultBackend
-from flowrra.exceptions import TaskNotFoundError, TaskTimeoutError
+from flowrra.backends.waiters import ResultWaiters
+from flowrra.exceptions import TaskNotFoundError
 from flowrra.task import (
     CANCELLED,
     FAILED,
@@ -63,7 +63,7 @@ class InMemoryBackend(BaseResultBackend):
         self._active: dict[str, TaskResult | Task | _Live] = {}
         self._finished: OrderedDict[str, TaskResult] = OrderedDict()
         self._finished_at: dict[str, float] = {}  # monotonic finish times, kept with a ttl
-        self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
+        self._waiters = ResultWaiters()
 
     async def store(self, task_id: str, result: TaskResult) -> None:
         """Save the record; a complete one wakes the task's waiters."""
@@ -98,11 +98,8 @@ class InMemoryBackend(BaseResultBackend):
         if bound is not None and len(finished) > bound:
             oldest, _ = finished.popitem(last=False)
             self._finished_at.pop(oldest, None)
-        waiters = self._waiters.pop(task_id, None)
-        if waiters:
-            for future in waiters:
-                if not future.done():
-                    future.set_result(result)
+        if self._waiters:
+            self._waiters.resolve(task_id, result)
 
     def _expire(self) -> None:
         if self.ttl is None:
@@ -142,24 +139,7 @@ class InMemoryBackend(BaseResultBackend):
             raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
         if is_terminal(record.status):
             return record
-        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(task_id, []).append(future)
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise TaskTimeoutError(task_id, timeout) from None
-        finally:
-            self._drop_waiter(task_id, future)
-
-    def _drop_waiter(self, task_id: str, future: asyncio.Future[TaskResult]) -> None:
-        waiters = self._waiters.get(task_id)
-        if waiters is None:
-            return
-        if future in waiters:
-            waiters.remove(future)
-        if not waiters:
-            del self._waiters[task_id]
+        return await self._waiters.until(task_id, self._waiters.add(task_id), timeout)
 
     async def delete(self, task_id: str) -> bool:
         """Remove the record; True if there was one."""

@@ -32,8 +32,9 @@ from typing import Any
 
 from flowrra import _lua
 from flowrra.backends.base import BaseResultBackend
+from flowrra.backends.waiters import ResultWaiters
 from flowrra.config import BackendConfig
-from flowrra.exceptions import BackendError, TaskNotFoundError, TaskTimeoutError
+from flowrra.exceptions import BackendError, TaskNotFoundError
 from flowrra.redis_connection import (
     REDIS_ERRORS,
     Client,
@@ -128,7 +129,7 @@ class RedisBackend(BaseResultBackend):
         self._index_keys = [self.keys.status(status.value) for status in _STATUSES]
         self._writer: Coalescer[_Write, int] = Coalescer(self._write_batch, _BATCH)
         self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
-        self._waiters: dict[str, list[asyncio.Future[TaskResult]]] = {}
+        self._waiters = ResultWaiters()
         self._supervisor = Supervisor("redis-backend")
         self._done = WireSubscription(
             self._client, self.keys.done, self._on_done, self._on_subscribed
@@ -282,53 +283,37 @@ class RedisBackend(BaseResultBackend):
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait for completion, woken by the completion's pub/sub message (no polling)."""
         await self._listen()
-        future: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(task_id, []).append(future)
+        future = self._waiters.add(task_id)  # before the read: a completion can't slip by
         try:
             record = await self.get(task_id)
+        except BaseException:
+            self._waiters.discard(task_id, future)
+            raise
+        if record is None or is_terminal(TaskStatus(record.status)):
+            self._waiters.discard(task_id, future)
             if record is None:
                 raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
-            if is_terminal(TaskStatus(record.status)):
-                return record
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise TaskTimeoutError(task_id, timeout) from None
-        finally:
-            self._drop_waiter(task_id, future)
-
-    def _drop_waiter(self, task_id: str, future: asyncio.Future[TaskResult]) -> None:
-        waiters = self._waiters.get(task_id)
-        if waiters is None:
-            return
-        if future in waiters:
-            waiters.remove(future)
-        if not waiters:
-            del self._waiters[task_id]
+            return record
+        return await self._waiters.until(task_id, future, timeout)
 
     def _on_done(self, data: bytes) -> None:
         """A completion: ``<len(id)>:<id><record JSON>``."""
         length, _, rest = data.partition(b":")
         size = int(length)
         task_id = rest[:size].decode()
-        waiters = self._waiters.pop(task_id, None)
-        if not waiters:
+        if task_id not in self._waiters:
             return
         try:
             record = decode_record(task_id, rest[size:])
         except BackendError as error:
-            for future in waiters:
-                if not future.done():
-                    future.set_exception(error)
+            self._waiters.fail(task_id, error)
             return
-        for future in waiters:
-            if not future.done():
-                future.set_result(record)
+        self._waiters.resolve(task_id, record)
 
     def _on_subscribed(self) -> None:
         """Completions may have been missed while unsubscribed: re-read the waited ids."""
         if self._waiters:
-            asyncio.get_running_loop().create_task(self._recheck(list(self._waiters)))
+            asyncio.get_running_loop().create_task(self._recheck(self._waiters.ids()))
 
     async def _recheck(self, task_ids: list[str]) -> None:
         try:
@@ -344,9 +329,7 @@ class RedisBackend(BaseResultBackend):
             except BackendError:
                 continue
             if is_terminal(TaskStatus(record.status)):
-                for future in self._waiters.pop(task_id, []):
-                    if not future.done():
-                        future.set_result(record)
+                self._waiters.resolve(task_id, record)
 
     # -- management ------------------------------------------------------------------
 
