@@ -367,7 +367,7 @@ class Flowrra:
         """
         if task_id is not None and await self._is_known(task_id):
             return task_id
-        message = self._message(
+        message, queued = self._submit_nowait(
             task,
             args,
             kwargs,
@@ -378,7 +378,7 @@ class Flowrra:
             max_retries=None,
             retry_delay=None,
         )
-        if message.eta is not None or not self._enqueue_nowait(message):
+        if not queued:
             await self._enqueue(message)
         return message.id
 
@@ -399,7 +399,7 @@ class Flowrra:
         out, plus per-call ``max_retries`` / ``retry_delay`` as the scheduler uses them)."""
         if task_id is not None and await self._is_known(task_id):
             return task_id
-        message = self._message(
+        message, queued = self._submit_nowait(
             task,
             args,
             kwargs,
@@ -410,11 +410,13 @@ class Flowrra:
             max_retries=max_retries,
             retry_delay=retry_delay,
         )
-        if not self._enqueue_nowait(message):
+        if not queued:
             await self._enqueue(message)
         return message.id
 
     def _resolve(self, task: TaskFunction[..., Any] | str) -> TaskFunction[..., Any]:
+        if type(task) is TaskFunction and self._registry.get(task.options_.name) is task:
+            return task  # the common case, first
         if isinstance(task, TaskFunction):
             registered = self._registry.get(task.task_name)
             if registered is not task:
@@ -430,7 +432,7 @@ class Flowrra:
             raise ValueError("task_id must be a non-empty string")
         return await self._backend.get(task_id) is not None
 
-    def _message(
+    def _submit_nowait(
         self,
         task: TaskFunction[..., Any] | str,
         args: tuple[Any, ...],
@@ -442,14 +444,12 @@ class Flowrra:
         task_id: str | None,
         max_retries: int | None,
         retry_delay: float | None,
-    ) -> Task:
-        """Check a submission and build its message; raises for anything invalid."""
+    ) -> tuple[Task, bool]:
+        """Check a submission, build its message, and record and queue it if neither needs
+        to wait. Returns the message and whether it was queued; raises for invalid input."""
         if not self._running:
             raise ExecutorNotRunningError()
-        if type(task) is TaskFunction and self._registry.get(task.options_.name) is task:
-            options = task.options_
-        else:
-            options = self._resolve(task).options_
+        options = self._resolve(task).options_
         priority = options.priority if priority is None else check_priority(priority)
         due = None if countdown is None and eta is None else _due_time(countdown, eta)
         for value in args:  # the common case, all scalars, needs no copy
@@ -459,7 +459,7 @@ class Flowrra:
         else:
             if kwargs:
                 args, kwargs = prepare_arguments(options.name, args, kwargs)
-        return Task(
+        message = Task(
             new_task_id() if task_id is None else task_id,
             options.name,
             args,
@@ -475,15 +475,13 @@ class Flowrra:
             due,
             _now(UTC),
         )
-
-    def _enqueue_nowait(self, message: Task) -> bool:
-        """Record and queue ``message`` if neither needs to wait; False otherwise."""
         queue = self._queue
-        return (
+        queued = (
             queue is not None
             and self._recorder.live_nowait(message, PENDING, None, 0)
             and queue.enqueue_nowait(message) is not None
         )
+        return message, queued
 
     async def _enqueue(self, message: Task) -> None:
         """Record ``message`` as pending and queue it, waiting for room if needed."""
