@@ -278,8 +278,7 @@ async def run_worker(
         try:
             await app.stop(wait=True, timeout=options.grace)
         finally:
-            await app.broker.close()
-            await app.backend.close()
+            await app.close()  # hands claimed-ahead spares back, closes connections
     logger.info("worker stopped: app=%s pid=%d", options.app_spec, os.getpid())
     return 0
 
