@@ -80,7 +80,7 @@ async def run_scheduler(app: Flowrra, database_url: str | None, check_interval: 
     try:
         await stop.wait()
     finally:
-        await app.stop()
+        await app.close()
         if app.scheduler is not None:
             await app.scheduler.close()
     logger.info("scheduler stopped")
