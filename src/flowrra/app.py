@@ -185,6 +185,12 @@ class Flowrra:
         return dict(self._executors)
 
     @property
+    def running_tasks(self) -> int:
+        """How many tasks this process's worker is running now (0 without a worker)."""
+        worker = self._worker
+        return 0 if worker is None else worker.running
+
+    @property
     def is_running(self) -> bool:
         """True between ``start()`` and ``stop()``."""
         return self._running

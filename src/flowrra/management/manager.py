@@ -127,8 +127,7 @@ class FlowrraManager:
         return counts, None
 
     def _running_here(self) -> int:
-        worker = self.app._worker  # the app's own worker; None when it runs no worker
-        return 0 if worker is None else worker.running
+        return self.app.running_tasks
 
     async def health_check(self, timeout: float = 5.0) -> dict[str, Any]:
         """Whether the app can work now, checked part by part; never raises for a failure.
