@@ -115,7 +115,7 @@ async def test_a_waiting_retry_holds_no_worker_slot() -> None:
     app = make_app(io_workers=1)
     finished: list[str] = []
 
-    @app.task(max_retries=1, retry_delay=0.5)
+    @app.task(max_retries=1, retry_delay=1.0)
     async def fails_once(state: dict[str, int]) -> None:
         finished.append("flaky-attempt")
         raise RuntimeError("later")
@@ -132,7 +132,7 @@ async def test_a_waiting_retry_holds_no_worker_slot() -> None:
         assert record.status == TaskStatus.RETRYING
         quick_ids = [await app.submit(quick, f"q{i}") for i in range(3)]
         for task_id in quick_ids:
-            await app.wait_for_result(task_id, timeout=0.4)
+            await app.wait_for_result(task_id, timeout=5)
         assert (await queue_of(app).counts()).delayed == 1, "the retry still waits"
         await app.run_until_idle(timeout=5)
     assert finished == ["flaky-attempt", "q0", "q1", "q2", "flaky-attempt"]
