@@ -29,11 +29,11 @@ async def test_size_bound_drops_the_oldest_finished_results() -> None:
 
 
 async def test_ttl_expires_finished_results_only() -> None:
-    backend = InMemoryBackend(ttl=0.1, max_results=None)
+    backend = InMemoryBackend(ttl=0.5, max_results=None)
     await backend.store("done", finished("done"))
     await backend.store("active", TaskResult("active", TaskStatus.RUNNING, "job"))
     assert await backend.get("done") is not None
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.6)
     assert await backend.get("done") is None
     assert await backend.get("active") is not None
     await backend.store("fresh", finished("fresh"))
