@@ -464,3 +464,26 @@ async def test_a_worker_serves_only_its_queues() -> None:
     finally:
         await app.stop()
     assert ran == ["emails"]
+
+
+def test_a_delayed_task_survives_a_restart_in_another_event_loop() -> None:
+    app = make_app()
+    ran: list[str] = []
+
+    @app.task
+    async def later() -> None:
+        ran.append("later")
+
+    async def submit_then_stop() -> str:
+        await app.start()
+        task_id = await later.options(countdown=0.2).submit()
+        await app.stop()
+        return task_id
+
+    async def restart_and_wait(task_id: str) -> TaskStatus:
+        async with app:
+            return (await app.wait_for_result(task_id, timeout=5)).status
+
+    task_id = asyncio.run(submit_then_stop())
+    assert asyncio.run(restart_and_wait(task_id)) == TaskStatus.SUCCESS
+    assert ran == ["later"]

@@ -108,6 +108,7 @@ class MemoryBroker(QueueBroker):
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._timer_due = 0.0
         self._tokens = itertools.count(1)
         self._popping = 0  # pop() calls waiting on any lane
@@ -200,6 +201,15 @@ class MemoryBroker(QueueBroker):
         loop = asyncio.get_running_loop()
         self._timer_due = due
         self._timer = loop.call_later(max(0.0, due - time.time()), self._promote_due)
+        self._timer_loop = loop
+
+    def _ensure_timer(self) -> None:
+        """Re-arm the delayed-set timer if it is missing or belongs to another event loop
+        (after ``close()``, or when an app is stopped in one loop and started in another)."""
+        if self._delayed and (
+            self._timer is None or self._timer_loop is not asyncio.get_running_loop()
+        ):
+            self._arm_timer(self._delayed[0][0])
 
     def _promote_due(self) -> None:
         self._timer = None
@@ -251,6 +261,7 @@ class MemoryBroker(QueueBroker):
         return None
 
     async def _wait_for_work(self, lanes: Sequence[str]) -> None:
+        self._ensure_timer()
         future = asyncio.get_running_loop().create_future()
         for lane in lanes:
             queue = self._claimers.get(lane)
