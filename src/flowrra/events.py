@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,23 @@ class EventBus:
     def __init__(self) -> None:
         self.subscribers: list[Subscriber] = []
         """The current subscribers (read it; change it with subscribe/unsubscribe)."""
+        self._watchers: list[weakref.WeakMethod[Callable[[], None]]] = []
+
+    def watch(self, method: Callable[[], None]) -> None:
+        """Call the bound ``method`` after every change of the subscribers.
+
+        Held weakly: a watcher's owner can be garbage-collected without unwatching.
+        """
+        self._watchers.append(weakref.WeakMethod(method))
+
+    def _changed(self) -> None:
+        alive = []
+        for reference in self._watchers:
+            method = reference()
+            if method is not None:
+                alive.append(reference)
+                method()
+        self._watchers = alive
 
     @property
     def has_subscribers(self) -> bool:
@@ -39,6 +57,7 @@ class EventBus:
         """Add ``fn`` (sync or async); adding the same callable twice is a no-op."""
         if fn not in self.subscribers:
             self.subscribers.append(fn)
+            self._changed()
 
     async def async_subscribe(self, fn: Subscriber) -> None:
         """Coroutine form of :meth:`subscribe`."""
@@ -48,6 +67,7 @@ class EventBus:
         """Remove ``fn``; a no-op if it was not subscribed."""
         if fn in self.subscribers:
             self.subscribers.remove(fn)
+            self._changed()
 
     async def emit(self, event: Event) -> None:
         """Deliver ``event`` to every subscriber, in subscription order."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 
 from flowrra.backends.base import BaseResultBackend
@@ -31,6 +32,11 @@ def format_traceback(error: BaseException) -> str:
     return child_traceback(error) or "".join(traceback.format_exception(error))
 
 
+def _needs_io(*_: object) -> bool:
+    """The fast path does not apply: the caller takes the awaiting one."""
+    return False
+
+
 class TaskRecorder:
     """Stores each state change of a task and publishes it as a ``task.update`` event.
 
@@ -47,6 +53,24 @@ class TaskRecorder:
         # a backend that publishes every stored record (Redis) delivers the events to every
         # process, this one included, so emitting here too would duplicate them
         self.publishes_updates = getattr(backend, "publish_updates", False) is True
+        self.live_nowait: Callable[[Task, TaskStatus, datetime | None, int], bool]
+        """Record an unfinished state at once if that needs no I/O, returning True;
+        False otherwise (then await :meth:`live`). It is the in-process backend's own
+        method while nobody subscribes to events, so the hot path costs one call."""
+        self.store_nowait: Callable[[str, TaskResult], bool]
+        """Store a record (``task_id``, ``record``) at once if that needs no I/O, returning
+        True; False otherwise (then await :meth:`record`)."""
+        self._choose_fast_paths()
+        bus.watch(self._choose_fast_paths)
+
+    def _choose_fast_paths(self) -> None:
+        memory = self._memory
+        if memory is not None and not self.bus.subscribers:
+            self.live_nowait = memory.mark_live
+            self.store_nowait = memory.store_now
+        else:
+            self.live_nowait = _needs_io
+            self.store_nowait = _needs_io
 
     @property
     def memory(self) -> InMemoryBackend | None:
@@ -77,19 +101,6 @@ class TaskRecorder:
             await self.bus.emit({"type": "task.update", "task": record.to_dict})
         return True
 
-    def live_nowait(
-        self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
-    ) -> bool:
-        """Record an unfinished state at once if that needs no I/O; False otherwise.
-
-        On False the caller awaits :meth:`live` instead.
-        """
-        memory = self._memory
-        if memory is None or self.bus.subscribers:
-            return False
-        memory.mark_live(task, status, started_at, deliveries)
-        return True
-
     async def live(
         self,
         task: Task,
@@ -110,14 +121,6 @@ class TaskRecorder:
                 await self.bus.emit({"type": "task.update", "task": record.to_dict})
             return True
         return await self.record(live_record(task, status, started_at, deliveries), fence=fence)
-
-    def store_nowait(self, record: TaskResult) -> bool:
-        """Store ``record`` at once if that needs no I/O; False otherwise (await :meth:`record`)."""
-        memory = self._memory
-        if memory is None or self.bus.subscribers:
-            return False
-        memory.store_now(record.task_id, record)
-        return True
 
     async def pending(self, task: Task, deliveries: int = 0, *, fence: int | None = None) -> bool:
         """The task waits in the queue (new, or handed back after its worker died)."""

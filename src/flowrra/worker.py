@@ -235,7 +235,7 @@ class Worker:
         )
         if (
             not self._interrupts
-            and recorder.store_nowait(record)
+            and recorder.store_nowait(record.task_id, record)
             and self._broker.ack_nowait(delivery) is not None
         ):
             return

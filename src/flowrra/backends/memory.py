@@ -71,22 +71,26 @@ class InMemoryBackend(BaseResultBackend):
 
     def mark_live(
         self, task: Task, status: TaskStatus, started_at: datetime | None, deliveries: int
-    ) -> None:
-        """Record an unfinished state without building a record until one is read."""
+    ) -> bool:
+        """Record an unfinished state without building a record until one is read.
+
+        Returns True (it always stores), so it can stand in for a recorder's fast path.
+        """
         if status is PENDING and deliveries == 0:
             self._active[task.id] = task
         else:
             self._active[task.id] = (task, status, started_at, deliveries)
+        return True
 
-    def store_now(self, task_id: str, result: TaskResult) -> None:
-        """:meth:`store` without awaiting (the in-process fast path)."""
+    def store_now(self, task_id: str, result: TaskResult) -> bool:
+        """:meth:`store` without awaiting (the in-process fast path); returns True."""
         finished = self._finished
         status = result.status
         if not (status is SUCCESS or status is FAILED or status is CANCELLED):
             if task_id in finished:
                 del finished[task_id]
             self._active[task_id] = result
-            return
+            return True
         self._active.pop(task_id, None)
         if task_id in finished:
             finished.move_to_end(task_id)
@@ -100,6 +104,7 @@ class InMemoryBackend(BaseResultBackend):
             self._finished_at.pop(oldest, None)
         if self._waiters:
             self._waiters.resolve(task_id, result)
+        return True
 
     def _expire(self) -> None:
         if self.ttl is None:
