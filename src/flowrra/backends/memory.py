@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 
 from flowrra.backends.base import BaseResultBackend
@@ -64,6 +65,10 @@ class InMemoryBackend(BaseResultBackend):
         self._finished: OrderedDict[str, TaskResult] = OrderedDict()
         self._finished_at: dict[str, float] = {}  # monotonic finish times, kept with a ttl
         self._waiters = ResultWaiters()
+        self.finished_now: Callable[[str], TaskResult | None] = (
+            self._finished.get if ttl is None else self._finished_unexpired
+        )
+        """The record of a task id if it is complete (and not expired), else None."""
 
     async def store(self, task_id: str, result: TaskResult) -> None:
         """Save the record; a complete one wakes the task's waiters."""
@@ -129,10 +134,9 @@ class InMemoryBackend(BaseResultBackend):
             return _build(entry)
         return self.finished_now(task_id)
 
-    def finished_now(self, task_id: str) -> TaskResult | None:
-        """The record of ``task_id`` if it is complete (and not expired), else None."""
+    def _finished_unexpired(self, task_id: str) -> TaskResult | None:
         record = self._finished.get(task_id)
-        if record is not None and self.ttl is not None:
+        if record is not None:
             self._expire()
             return self._finished.get(task_id)
         return record
