@@ -61,8 +61,3 @@ def prepare_arguments(
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON."""
     return json.dumps(value, separators=(",", ":"))
-
-
-def loads(data: str | bytes) -> Any:
-    """Decode JSON text."""
-    return json.loads(data)

@@ -37,9 +37,6 @@ FAILED = TaskStatus.FAILED
 RETRYING = TaskStatus.RETRYING
 CANCELLED = TaskStatus.CANCELLED
 
-TERMINAL_STATUSES = frozenset({SUCCESS, FAILED, CANCELLED})
-
-
 def is_terminal(status: TaskStatus) -> bool:
     """True for success, failed and cancelled (identity checks: enum hashing is slow)."""
     return status is SUCCESS or status is FAILED or status is CANCELLED
