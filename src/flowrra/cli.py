@@ -32,6 +32,7 @@ from flowrra.brokers import MemoryBroker
 from flowrra.config import redact_url
 from flowrra.executors.cpu import CPUExecutor
 from flowrra.executors.io import IOExecutor
+from flowrra.inspection import add_commands, inspect_report, status_report
 from flowrra.supervisor import USAGE_ERROR, supervise
 
 logger = logging.getLogger("flowrra.cli")
@@ -367,6 +368,7 @@ def _seconds(text: str) -> float:
 
 
 def _add_worker_parser(commands: Any) -> None:
+    add_commands(commands)
     worker = commands.add_parser("worker", help="run tasks from a shared broker (Redis)")
     worker.add_argument("app", help="the app, as module:attribute")
     worker.add_argument(
@@ -413,7 +415,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = load_app(args.app)
     if args.command == "scheduler":
         asyncio.run(run_scheduler(app, args.database_url, args.check_interval))
-    return 0
+        return 0
+    return asyncio.run(_report(app, args))
+
+
+async def _report(app: Flowrra, args: argparse.Namespace) -> int:
+    """Run ``flowrra status`` or ``flowrra inspect``; the exit code (1: unknown task)."""
+    try:
+        if args.command == "status":
+            print(await status_report(app))
+            return 0
+        text = await inspect_report(app, args.task_id)
+        if text is None:
+            print(f"flowrra inspect: no task {args.task_id!r}", file=sys.stderr)
+            return 1
+        print(text)
+        return 0
+    finally:
+        await app.close()
 
 
 if __name__ == "__main__":
