@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from flowrra._aio import cancel_until_done
@@ -355,60 +355,3 @@ class Signal:
             if future in self._waiters:
                 self._waiters.remove(future)
         return True
-
-
-class Subscription:
-    """One pub/sub connection on one channel, run as a supervised loop.
-
-    ``handler`` gets each message's payload (it must not raise; errors are logged).
-    ``on_subscribed`` runs after every (re)subscription: messages published while the
-    connection was down are lost, so it should make its owner re-check what it waits for.
-    :meth:`ready` returns once the subscription is confirmed by Redis.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        channel: str,
-        handler: Callable[[bytes], None],
-        on_subscribed: Callable[[], None],
-    ) -> None:
-        self._client = client
-        self._channel = channel
-        self._handler = handler
-        self._on_subscribed = on_subscribed
-        self._subscribed = asyncio.Event()
-
-    async def ready(self, timeout: float) -> None:
-        """Wait until subscribed; BackendError after ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._subscribed.wait()
-        except TimeoutError:
-            raise BackendError(
-                f"could not subscribe to Redis at {safe_url(self._client)} within {timeout}s"
-            ) from None
-
-    async def run(self) -> None:
-        """Subscribe and dispatch messages until cancelled."""
-        pubsub = self._client.pubsub()
-        try:
-            await pubsub.subscribe(self._channel)
-            while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is not None:
-                    self._dispatch(message)
-        finally:
-            self._subscribed.clear()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "subscribe":
-            self._subscribed.set()
-            self._on_subscribed()
-        elif kind == "message":
-            try:
-                self._handler(message["data"])
-            except Exception:
-                logger.exception("handling a message on %s failed", self._channel)
