@@ -11,6 +11,8 @@ canonical RFC 4122 version-4 form with 122 random bits, exactly like ``uuid.uuid
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 
 _BATCH = 512
 _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))  # high nibble of byte 6 := 4
@@ -45,3 +47,8 @@ def new_task_id() -> str:
 if hasattr(os, "register_at_fork"):
     # a forked child must not hand out the ids its parent will also hand out
     os.register_at_fork(after_in_child=_ready.clear)
+
+
+def new_worker_id() -> str:
+    """A worker's id, unique across hosts and restarts: ``<hostname>-<pid>-<6 hex digits>``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"

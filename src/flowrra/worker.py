@@ -25,6 +25,7 @@ from flowrra.exceptions import (
 )
 from flowrra.executors.base import BaseTaskExecutor
 from flowrra.executors.io import IOExecutor
+from flowrra.ids import new_worker_id
 from flowrra.recording import TaskRecorder
 from flowrra.registry import TaskFunction, TaskRegistry
 from flowrra.serialization import SCALAR_TYPES, json_roundtrip
@@ -65,7 +66,7 @@ class Worker:
 
     ``queues``: the queues served, earlier ones first. ``max_deliveries``: deliveries of one
     attempt (each ends by the death of the process running it) before the task is
-    dead-lettered.
+    dead-lettered. ``worker_id``: this worker's id (default: :func:`~flowrra.ids.new_worker_id`).
     """
 
     def __init__(
@@ -77,7 +78,10 @@ class Worker:
         *,
         queues: Iterable[str] = ("default",),
         max_deliveries: int = 3,
+        worker_id: str | None = None,
     ) -> None:
+        self.id = worker_id or new_worker_id()
+        """This worker's id, as it appears in task records and the worker list."""
         self._broker = broker
         self._recorder = recorder
         self._registry = registry
