@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the services the test suite talks to (Redis, PostgreSQL, MariaDB) on loopback,
-# when they are not already answering, and wait until each one accepts connections.
-# Exits non-zero naming the service that could not be started.
+# when they are not already answering, and wait until each one accepts connections; install
+# Debian's Chromium for the dashboard's browser tests when it is missing.
+# Exits non-zero naming the service or tool that could not be provided.
 set -u
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -33,7 +34,16 @@ start_mariadb() {
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 }
 
+install_chromium() {
+  command -v apt-get >/dev/null || { echo "services: chromium is missing and apt-get is not available" >&2; return 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || { echo "services: could not install chromium" >&2; return 1; }
+}
+
 status=0
+command -v chromium >/dev/null || install_chromium || status=1
 answers 6379 || start_redis || status=1
 answers 5432 || start_postgresql || status=1
 answers 3306 || start_mariadb || status=1

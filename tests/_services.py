@@ -1,4 +1,5 @@
-"""Reachability checks for the services some tests need (Redis, PostgreSQL, MariaDB).
+"""Reachability checks for the services some tests need (Redis, PostgreSQL, MariaDB), and
+the Chromium the browser tests drive.
 
 Each ``require_*`` function returns the service's URL when its port answers. When it
 does not, the test is skipped with the reason, except in CI (environment variable ``CI``
@@ -8,6 +9,7 @@ set to ``true``), where a missing service is a failure: CI must run every test.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -25,12 +27,16 @@ def _reachable(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 def service_or_skip(name: str, host: str, port: int, timeout: float = 1.0) -> None:
     """Return if ``host:port`` accepts a TCP connection; skip (or fail in CI) otherwise."""
     if _reachable(host, port, timeout):
         return
     reason = f"{name} is not reachable at {host}:{port}"
-    if os.environ.get("CI", "").lower() == "true":
+    if _in_ci():
         pytest.fail(f"{reason} (CI=true: every service must be running)")
     pytest.skip(reason)
 
@@ -51,3 +57,15 @@ def require_mariadb() -> str:
     """The MariaDB URL (127.0.0.1:3306, user root, no password, database test), or skip/fail."""
     service_or_skip("MariaDB", "127.0.0.1", 3306)
     return MARIADB_URL
+
+
+def require_chromium() -> str:
+    """The path of Debian's ``chromium`` executable, or skip/fail (``scripts/services.sh``
+    installs it)."""
+    path = shutil.which("chromium")
+    if path is not None:
+        return path
+    reason = "chromium is not installed (bash scripts/services.sh installs it)"
+    if _in_ci():
+        pytest.fail(f"{reason} (CI=true: every browser test must run)")
+    pytest.skip(reason)
