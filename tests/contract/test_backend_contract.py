@@ -99,3 +99,20 @@ async def test_list_by_status_pages_most_recent_first(backend: BaseResultBackend
     assert [r.task_id for r in page] == ["s3", "s2"]
     assert [r.task_id for r in await backend.list_by_status(TaskStatus.PENDING)] == ["p"]
     assert [r.task_id for r in await backend.list_by_status(TaskStatus.FAILED)] == ["f"]
+
+
+async def test_count_by_status_follows_every_change(backend: BaseResultBackend) -> None:
+    for index in range(3):
+        await backend.store(f"c{index}", record(f"c{index}", TaskStatus.PENDING))
+    await backend.store("c0", record("c0", TaskStatus.RUNNING))
+    await backend.store("c1", record("c1", TaskStatus.SUCCESS, result=1))
+    await backend.store("c2", record("c2", TaskStatus.FAILED))
+    await backend.store("c3", record("c3", TaskStatus.SUCCESS, result=3))
+    counts = await backend.count_by_status()
+    assert set(counts) == set(TaskStatus)
+    assert counts[TaskStatus.PENDING] == 0
+    assert counts[TaskStatus.RUNNING] == 1
+    assert counts[TaskStatus.SUCCESS] == 2
+    assert counts[TaskStatus.FAILED] == 1
+    assert await backend.delete("c3")
+    assert (await backend.count_by_status())[TaskStatus.SUCCESS] == 1

@@ -67,5 +67,14 @@ class BaseResultBackend(ABC):
         """Records in ``status``, most recent first, paged by ``offset``/``limit``."""
         raise NotImplementedError(f"{type(self).__name__} does not support list_by_status()")
 
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """How many records each status holds now (every status is a key).
+
+        The default counts through :meth:`list_by_status`, so it raises
+        ``NotImplementedError`` where that does; backends replace it with a count that
+        does not read the records.
+        """
+        return {status: len(await self.list_by_status(status)) for status in TaskStatus}
+
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections; the backend is not used afterwards."""

@@ -178,5 +178,20 @@ class InMemoryBackend(BaseResultBackend):
         stop = None if limit is None else offset + limit
         return list(itertools.islice(matching, offset, stop))
 
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """Records per status, counted in one pass without building any record."""
+        self._expire()
+        counts = dict.fromkeys(TaskStatus, 0)
+        for record in self._finished.values():
+            counts[record.status] += 1
+        for entry in self._active.values():
+            if isinstance(entry, Task):
+                counts[PENDING] += 1
+            elif isinstance(entry, TaskResult):
+                counts[entry.status] += 1
+            else:
+                counts[entry[1]] += 1
+        return counts
+
     def __len__(self) -> int:
         return len(self._active) + len(self._finished)

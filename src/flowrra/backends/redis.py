@@ -356,6 +356,15 @@ class RedisBackend(BaseResultBackend):
             await self._client.delete(index)
         return removed
 
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """Records per status: the sizes of the status indexes, in one round trip."""
+        await self._start()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for status in TaskStatus:
+                pipe.zcard(self.keys.status(status.value))
+            sizes: list[int] = await pipe.execute()
+        return dict(zip(TaskStatus, sizes, strict=True))
+
     async def list_by_status(
         self, status: TaskStatus, limit: int | None = None, offset: int = 0
     ) -> list[TaskResult]:

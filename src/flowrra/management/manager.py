@@ -14,9 +14,6 @@ from flowrra.management._schedules import ScheduleManager
 from flowrra.registry import TaskFunction
 from flowrra.task import FAILED, TaskResult, TaskStatus
 
-#: ``get_stats`` counts at most this many records per status (``results_capped`` says so).
-RESULT_COUNT_CAP = 10_000
-
 
 def _task_info(task: TaskFunction[..., Any]) -> dict[str, Any]:
     options = task.options_
@@ -77,8 +74,8 @@ class FlowrraManager:
         ``queues``: ``ready``/``delayed``/``in_flight``/``dead`` from the broker (only
         ``ready`` for a minimal broker; ``None`` with ``queues_error`` when the broker
         cannot be read). ``tasks``: ``registered`` and ``running`` (in this process).
-        ``results``: records per status, each counted up to :data:`RESULT_COUNT_CAP`, or
-        ``None`` when the backend cannot list by status.
+        ``results``: records per status (``backend.count_by_status``), or ``None`` when
+        the backend cannot count them.
         """
         queues, queues_error = await self._queue_counts()
         results, results_error = await self._result_counts()
@@ -89,7 +86,6 @@ class FlowrraManager:
             "tasks": {"registered": len(self.app.registry), "running": self._running_here()},
             "results": results,
             "results_error": results_error,
-            "results_capped": RESULT_COUNT_CAP,
             "scheduler": await self._schedules.get_scheduler_stats(),
         }
 
@@ -115,16 +111,13 @@ class FlowrraManager:
 
     async def _result_counts(self) -> tuple[dict[str, int] | None, str | None]:
         backend = self.app.backend
-        counts: dict[str, int] = {}
         try:
-            for status in TaskStatus:
-                records = await backend.list_by_status(status, limit=RESULT_COUNT_CAP)
-                counts[status.value] = len(records)
+            counts = await backend.count_by_status()
         except NotImplementedError:
             return None, f"{type(backend).__name__} cannot list records by status"
         except Exception as error:  # stats report an unreadable backend instead of failing
             return None, f"{type(error).__name__}: {error}"
-        return counts, None
+        return {status.value: count for status, count in counts.items()}, None
 
     def _running_here(self) -> int:
         return self.app.running_tasks
