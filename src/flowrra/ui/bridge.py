@@ -1,0 +1,348 @@
+"""A background event loop that lets synchronous web frameworks drive async code.
+
+Flask, and Django under WSGI, call views in plain threads with no event loop; the dashboard
+(:class:`flowrra.ui.core.Dashboard`) and the Flowrra app are asyncio code. A
+:class:`LoopBridge` owns one daemon thread that runs one event loop forever; any thread
+hands it a coroutine with :meth:`LoopBridge.run` and blocks until the result comes back, or
+walks an async iterator with :meth:`LoopBridge.iterate` (the server-sent events feed).
+
+Flowrra objects are bound to the event loop their app was started on: the worker's
+coroutines, the memory broker's wake-up futures, Redis connections and the event bus's
+subscribers all live on that loop, and touching them from another loop (or thread) breaks
+them in ways that are hard to diagnose. So every dashboard call runs **on the app's own
+loop**, whichever that is (:meth:`LoopBridge.ensure_app_started` says which):
+
+* the app is not running: the bridge starts it on the bridge loop as a client
+  (``await app.start(worker=False)``), once, and stops it at interpreter exit or
+  :meth:`LoopBridge.close`;
+* the app was started by the bridge, or bound with :func:`bind_app_loop`, or runs a worker
+  (or scheduler) whose coroutines show the loop: calls go to that loop with
+  :func:`asyncio.run_coroutine_threadsafe`. This is the case of Django under ASGI where the
+  user started the app in the server's loop: the sync view runs in a worker thread and the
+  call is carried over to the server's loop, where the app lives;
+* the app runs on a loop that cannot be found (started elsewhere with ``worker=False`` and
+  never bound): :class:`AppLoopError`, saying to call :func:`bind_app_loop` right after
+  ``start()``. Guessing a loop would corrupt the app's state, so the bridge refuses.
+
+Forwarding to the app's loop, rather than refusing every app started elsewhere, keeps the
+one setup that must work (an ASGI server owning the app) working with no extra code, while
+the error covers the one case where the loop is invisible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+if TYPE_CHECKING:
+    from flowrra.app import Flowrra
+
+T = TypeVar("T")
+
+logger = logging.getLogger("flowrra.ui")
+
+STOP_TIMEOUT: Final = 10.0
+"""Seconds an app started by the bridge gets to stop at exit or :meth:`LoopBridge.close`."""
+
+_app_loops: weakref.WeakKeyDictionary[Flowrra, asyncio.AbstractEventLoop] = (
+    weakref.WeakKeyDictionary()
+)
+_app_loops_lock = threading.Lock()
+
+
+class AppLoopError(RuntimeError):
+    """The app runs on an event loop the bridge cannot use or cannot find."""
+
+
+def bind_app_loop(app: Flowrra, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Declare that ``app`` lives on ``loop`` (default: the loop running this coroutine's
+    thread); dashboard calls from sync views then run there.
+
+    Call it right after ``await app.start(...)`` when the app is started in your own loop,
+    for instance in an ASGI server's startup code, and the web framework's views run in
+    threads. Raises ``RuntimeError`` when ``loop`` is omitted and no loop is running.
+    """
+    target = asyncio.get_running_loop() if loop is None else loop
+    with _app_loops_lock:
+        _app_loops[app] = target
+
+
+def _find_app_loop(app: Flowrra) -> asyncio.AbstractEventLoop | None:
+    """The loop ``app`` runs on: that of its coroutines, else the bound one, else ``None``.
+
+    A started worker runs one coroutine per slot and a started scheduler one loop
+    coroutine, both asyncio tasks of the loop the app was started on: they are checked
+    first, as they cannot be stale. Then the loop given to :func:`bind_app_loop`.
+    """
+    worker = app._worker
+    for slot in worker._slots if worker is not None else ():
+        if slot.coroutine is not None:
+            return slot.coroutine.get_loop()
+    scheduler = app.scheduler
+    task = scheduler._loop_task if scheduler is not None else None
+    if task is not None:
+        return task.get_loop()
+    with _app_loops_lock:
+        return _app_loops.get(app)
+
+
+async def _next_or_end(iterator: AsyncIterator[T], end: object) -> T | object:
+    """The iterator's next item, or ``end`` once it is exhausted."""
+    try:
+        return await anext(iterator)
+    except StopAsyncIteration:
+        return end
+
+
+class LoopBridge:
+    """One daemon thread running one asyncio event loop, for callers without a loop.
+
+    Thread-safe: any number of threads may call :meth:`run`, :meth:`iterate` and
+    :meth:`ensure_app_started` at once. Calling them from the loop they target raises
+    :class:`AppLoopError` (it would wait for itself forever). After :meth:`close` every
+    call raises ``RuntimeError``.
+    """
+
+    def __init__(self, name: str = "flowrra-loop-bridge") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._started_apps: list[Flowrra] = []
+        self._closed = False
+        self._thread.start()
+        self._ready.wait()
+        atexit.register(self.close)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        self._loop.run_forever()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The bridge's own event loop (running in the bridge thread until :meth:`close`)."""
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    # -- running coroutines ----------------------------------------------------------
+
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> T:
+        """Run ``coro`` on ``loop`` (default: the bridge loop) and return its result.
+
+        Blocks the calling thread until the coroutine ends and re-raises its exception.
+        ``timeout`` (seconds): after it the coroutine is cancelled and ``TimeoutError``
+        raised. ``coro`` is closed unrun when it cannot be scheduled (bridge closed, loop not
+        running, or called from the target loop's own thread: :class:`AppLoopError`).
+        """
+        target = self._loop if loop is None else loop
+        try:
+            self._check_target(target)
+            future = asyncio.run_coroutine_threadsafe(coro, target)
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the coroutine did not finish within {timeout} s") from None
+        except BaseException:
+            future.cancel()  # the caller was interrupted: do not leave the coroutine running
+            raise
+
+    def _check_target(self, target: asyncio.AbstractEventLoop) -> None:
+        if self._closed:
+            raise RuntimeError("the loop bridge is closed")
+        if target.is_closed() or not target.is_running():
+            raise AppLoopError("the target event loop is not running (was it stopped?)")
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if current is target:
+            raise AppLoopError(
+                "a blocking bridge call was made from the event loop it targets: "
+                "await the coroutine directly instead"
+            )
+
+    def iterate(
+        self,
+        source: AsyncIterator[T],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Generator[T, None, None]:
+        """A synchronous iterator over ``source``, whose steps run on ``loop`` (default:
+        the bridge loop).
+
+        Each ``next()`` blocks until the async iterator yields. When the consumer closes the
+        iterator (``close()``, ``GeneratorExit`` on a dropped client, garbage collection)
+        or ``source`` raises, ``source.aclose()`` runs on the loop (if it has one), so its
+        ``finally`` blocks and unsubscriptions happen there.
+        """
+        target = self._loop if loop is None else loop
+        return self._iterate(source, target)
+
+    def _iterate(
+        self, source: AsyncIterator[T], target: asyncio.AbstractEventLoop
+    ) -> Generator[T, None, None]:
+        end = object()
+        try:
+            while True:
+                item = self.run(_next_or_end(source, end), loop=target)
+                if item is end:
+                    return
+                yield cast(T, item)
+        finally:
+            self._close_source(source, target)
+
+    def _close_source(self, source: AsyncIterator[Any], target: asyncio.AbstractEventLoop) -> None:
+        aclose = getattr(source, "aclose", None)
+        if aclose is None or target.is_closed() or not target.is_running():
+            return
+        closing = aclose()
+        try:
+            on_target = asyncio.get_running_loop() is target
+        except RuntimeError:
+            on_target = False
+        if on_target:  # dropped by the loop's own thread: close it there, without waiting
+            target.create_task(closing)
+            return
+        try:
+            self.run(closing, STOP_TIMEOUT, loop=target)
+        except Exception:
+            logger.exception("closing a live feed failed")
+
+    # -- the Flowrra app -------------------------------------------------------------
+
+    def ensure_app_started(self, app: Flowrra) -> asyncio.AbstractEventLoop:
+        """Make sure ``app`` is running and return the event loop its calls must run on.
+
+        Not running: started on the bridge loop with ``app.start(worker=False)`` (once,
+        however many threads ask), stopped again by :meth:`close` and at interpreter exit;
+        returns the bridge loop. Already running: returns the loop it lives on (see the
+        module docstring). Raises :class:`AppLoopError` when that loop cannot be found or
+        is not running, and whatever ``app.start`` raises.
+        """
+        with self._lock:
+            if app.is_running:
+                return self._loop_of_running(app)
+            self.run(app.start(worker=False))
+            if app not in self._started_apps:
+                self._started_apps.append(app)
+            bind_app_loop(app, self._loop)
+            return self._loop
+
+    def _loop_of_running(self, app: Flowrra) -> asyncio.AbstractEventLoop:
+        loop = _find_app_loop(app)
+        if loop is None:
+            raise AppLoopError(
+                "the Flowrra app was started on an event loop the dashboard cannot find: "
+                "call flowrra.ui.bridge.bind_app_loop(app) right after 'await app.start()', "
+                "or leave the app stopped and let the dashboard start it"
+            )
+        if loop.is_closed() or not loop.is_running():
+            raise AppLoopError(
+                "the Flowrra app runs on an event loop that is no longer running: "
+                "stop the app in the loop that started it, or restart it"
+            )
+        return loop
+
+    def run_for(
+        self, app: Flowrra, coro: Coroutine[Any, Any, T], timeout: float | None = None
+    ) -> T:
+        """Run ``coro`` on ``app``'s loop (starting the app first if needed); its result.
+
+        The form views use: ``bridge.run_for(app, app.submit("name", 1))``. ``coro`` is
+        closed unrun if the app cannot be started or its loop found.
+        """
+        try:
+            loop = self.ensure_app_started(app)
+        except BaseException:
+            coro.close()
+            raise
+        return self.run(coro, timeout, loop=loop)
+
+    def iterate_for(self, app: Flowrra, source: AsyncIterator[T]) -> Generator[T, None, None]:
+        """:meth:`iterate` on ``app``'s loop, starting the app first if needed."""
+        return self.iterate(source, loop=self.ensure_app_started(app))
+
+    # -- shutting down ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the apps this bridge started, then the loop and its thread. Idempotent.
+
+        Each app gets :data:`STOP_TIMEOUT` seconds (errors are logged, not raised). Tasks
+        still pending on the bridge loop are cancelled and async generators finalized
+        before the loop is closed.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            apps, self._started_apps = self._started_apps, []
+            for app in apps:
+                self._stop_app(app)
+            self._closed = True
+        atexit.unregister(self.close)
+        if self._loop.is_running():
+            shutdown = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            try:
+                shutdown.result(STOP_TIMEOUT)
+            except Exception:
+                logger.exception("shutting the loop bridge down failed")
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STOP_TIMEOUT)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def _stop_app(self, app: Flowrra) -> None:
+        """Stop ``app`` if it still lives on the bridge loop (not restarted elsewhere)."""
+        with _app_loops_lock:
+            if _app_loops.get(app) is self._loop:
+                del _app_loops[app]
+        if not app.is_running or _find_app_loop(app) not in (None, self._loop):
+            return
+        try:
+            self.run(app.stop(timeout=STOP_TIMEOUT), STOP_TIMEOUT * 2)
+        except Exception:
+            logger.exception("stopping the Flowrra app started by the loop bridge failed")
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()
+
+
+_default_bridge: LoopBridge | None = None
+_default_lock = threading.Lock()
+
+
+def default_bridge() -> LoopBridge:
+    """The process's shared bridge, made on first use (and again after it was closed).
+
+    The Flask and Django adapters use it, so all of them share one background thread.
+    """
+    global _default_bridge  # noqa: PLW0603 - one bridge per process, made lazily
+    with _default_lock:
+        if _default_bridge is None or _default_bridge.closed:
+            _default_bridge = LoopBridge()
+        return _default_bridge

@@ -1,0 +1,284 @@
+"""LoopBridge: sync callers driving coroutines and async iterators on a background loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from flowrra import Flowrra
+from flowrra.config import Config, ExecutorConfig
+from flowrra.ui.bridge import AppLoopError, LoopBridge, bind_app_loop, default_bridge
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture
+def bridge() -> Iterator[LoopBridge]:
+    made = LoopBridge()
+    yield made
+    made.close()
+
+
+@contextmanager
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own (like an ASGI server's)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def make_app() -> Flowrra:
+    app = Flowrra(Config(executor=ExecutorConfig(io_workers=2, cpu_workers=1)))
+
+    @app.task(name="double", max_retries=0)
+    async def double(value: int) -> int:
+        return value * 2
+
+    return app
+
+
+def in_loop(loop: asyncio.AbstractEventLoop, coro: object) -> object:
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(10)  # type: ignore[arg-type]
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def test_run_returns_the_result_computed_on_the_bridge_thread(bridge: LoopBridge) -> None:
+    async def where() -> tuple[str, asyncio.AbstractEventLoop]:
+        return threading.current_thread().name, asyncio.get_running_loop()
+
+    name, loop = bridge.run(where())
+    assert name == "flowrra-loop-bridge"
+    assert loop is bridge.loop
+    assert name != threading.current_thread().name
+
+
+def test_run_reraises_the_coroutine_exception(bridge: LoopBridge) -> None:
+    async def fail() -> None:
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError, match="missing"):
+        bridge.run(fail())
+
+
+def test_run_timeout_cancels_the_coroutine(bridge: LoopBridge) -> None:
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match=r"0\.05 s"):
+        bridge.run(forever(), timeout=0.05)
+    assert cancelled.wait(5)
+
+
+def test_run_serves_many_threads_at_once(bridge: LoopBridge) -> None:
+    async def slow_square(value: int) -> int:
+        await asyncio.sleep(0.05)
+        return value * value
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda v: bridge.run(slow_square(v)), range(16)))
+    assert results == [v * v for v in range(16)]
+
+
+def test_a_call_from_the_target_loop_itself_is_refused(bridge: LoopBridge) -> None:
+    async def inner() -> int:
+        return 1
+
+    async def reenter() -> int:
+        return bridge.run(inner())  # would wait for itself forever
+
+    with pytest.raises(AppLoopError, match="await the coroutine directly"):
+        bridge.run(reenter())
+
+
+def test_a_closed_bridge_refuses_work_and_closes_the_coroutine() -> None:
+    closed = LoopBridge()
+    closed.close()
+    closed.close()  # idempotent
+    assert closed.closed
+    assert closed.loop.is_closed()
+
+    async def never() -> int:
+        return 1
+
+    coro = never()
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.run(coro)
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"  # no "never awaited" warning
+
+
+# -- iterate ---------------------------------------------------------------------------
+
+
+def test_iterate_yields_every_item_then_stops(bridge: LoopBridge) -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for n in range(5):
+            await asyncio.sleep(0)
+            yield n
+
+    assert list(bridge.iterate(numbers())) == [0, 1, 2, 3, 4]
+
+
+def test_closing_the_iterator_closes_the_source_on_the_loop(bridge: LoopBridge) -> None:
+    closed_on: list[str] = []
+
+    async def endless() -> AsyncIterator[int]:
+        n = 0
+        try:
+            while True:
+                await asyncio.sleep(0)
+                yield n
+                n += 1
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    feed = bridge.iterate(endless())
+    assert [next(feed), next(feed), next(feed)] == [0, 1, 2]
+    feed.close()  # what a WSGI server does when the client goes away
+    assert closed_on == ["flowrra-loop-bridge"]
+
+
+def test_iterate_reraises_the_source_error(bridge: LoopBridge) -> None:
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise ValueError("feed broke")
+
+    feed = bridge.iterate(broken())
+    assert next(feed) == 1
+    with pytest.raises(ValueError, match="feed broke"):
+        next(feed)
+
+
+# -- the Flowrra app -------------------------------------------------------------------
+
+
+def test_ensure_app_started_starts_a_client_once_and_close_stops_it() -> None:
+    bridge = LoopBridge()
+    app = make_app()
+    with ThreadPoolExecutor(8) as pool:
+        loops = list(pool.map(lambda _: bridge.ensure_app_started(app), range(16)))
+    assert all(loop is bridge.loop for loop in loops)
+    assert app.is_running
+    assert app._worker is None  # a client: submits, runs nothing
+    task_id = bridge.run_for(app, app.submit("double", 21))
+    result = bridge.run_for(app, app.get_result(task_id))
+    assert result is not None
+    assert result.status == "pending"
+    bridge.close()
+    assert not app.is_running
+
+
+def test_an_app_started_on_another_loop_is_served_on_that_loop(bridge: LoopBridge) -> None:
+    app = make_app()
+    with loop_thread() as server_loop:
+        in_loop(server_loop, app.start())  # the worker's coroutines live on server_loop
+        try:
+            assert bridge.ensure_app_started(app) is server_loop
+
+            async def submit_and_wait() -> tuple[object, asyncio.AbstractEventLoop]:
+                task_id = await app.submit("double", 21)
+                done = await app.wait_for_result(task_id, timeout=10)
+                return done.result, asyncio.get_running_loop()
+
+            value, ran_on = bridge.run_for(app, submit_and_wait())
+            assert value == 42
+            assert ran_on is server_loop
+        finally:
+            in_loop(server_loop, app.stop())
+    bridge.close()
+    assert not app.is_running  # not started by the bridge, and already stopped
+
+
+def test_a_client_started_on_an_unknown_loop_is_refused_until_bound(
+    bridge: LoopBridge,
+) -> None:
+    app = make_app()
+    with loop_thread() as server_loop:
+        in_loop(server_loop, app.start(worker=False))
+        try:
+            with pytest.raises(AppLoopError, match="bind_app_loop"):
+                bridge.ensure_app_started(app)
+
+            async def bind() -> None:
+                bind_app_loop(app)
+
+            in_loop(server_loop, bind())
+            assert bridge.ensure_app_started(app) is server_loop
+            task_id = bridge.run_for(app, app.submit("double", 1))
+            assert isinstance(task_id, str)
+        finally:
+            in_loop(server_loop, app.stop())
+
+
+def test_an_app_whose_loop_stopped_is_refused(bridge: LoopBridge) -> None:
+    app = make_app()
+    with loop_thread() as server_loop:
+        in_loop(server_loop, app.start(worker=False))
+        bind_app_loop(app, server_loop)
+    assert app.is_running
+    coro = app.submit("double", 1)
+    with pytest.raises(AppLoopError, match="no longer running"):
+        bridge.run_for(app, coro)
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"
+
+
+def test_default_bridge_is_shared_and_remade_after_close() -> None:
+    first = default_bridge()
+    assert default_bridge() is first
+    first.close()
+    second = default_bridge()
+    assert second is not first
+    assert not second.closed
+
+
+def test_the_started_app_is_stopped_at_interpreter_exit(tmp_path: Path) -> None:
+    script = tmp_path / "exit_check.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import atexit
+            from flowrra import Flowrra
+            from flowrra.ui.bridge import LoopBridge
+
+            app = Flowrra()
+            # registered before the bridge's own handler, so it runs after it (LIFO)
+            atexit.register(lambda: print("running at exit:", app.is_running))
+            bridge = LoopBridge()
+            bridge.ensure_app_started(app)
+            print("running before exit:", app.is_running)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["running before exit: True", "running at exit: False"]
