@@ -172,6 +172,59 @@ def test_iterate_reraises_the_source_error(bridge: LoopBridge) -> None:
         next(feed)
 
 
+async def test_aiterate_runs_each_step_on_the_target_loop(bridge: LoopBridge) -> None:
+    async def threads() -> AsyncIterator[str]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            yield threading.current_thread().name
+
+    seen = [name async for name in bridge.aiterate(threads())]
+    assert seen == ["flowrra-loop-bridge"] * 3
+
+
+async def test_closing_aiterate_closes_the_source_on_the_target_loop(bridge: LoopBridge) -> None:
+    closed_on: list[str] = []
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            while True:
+                await asyncio.sleep(0)
+                yield 1
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    feed = bridge.aiterate(endless())
+    assert await anext(feed) == 1
+    await feed.aclose()
+    assert closed_on == ["flowrra-loop-bridge"]
+
+
+async def test_cancelling_the_aiterate_consumer_cancels_the_pending_step(
+    bridge: LoopBridge,
+) -> None:
+    waiting = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow() -> AsyncIterator[int]:
+        waiting.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        yield 1
+
+    async def consume() -> list[int]:
+        return [item async for item in bridge.aiterate(slow())]
+
+    consumer = asyncio.create_task(consume())
+    assert await asyncio.to_thread(waiting.wait, 5)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert await asyncio.to_thread(cancelled.wait, 5)
+
+
 # -- the Flowrra app -------------------------------------------------------------------
 
 

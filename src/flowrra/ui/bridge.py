@@ -37,7 +37,7 @@ import concurrent.futures
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 if TYPE_CHECKING:
@@ -98,6 +98,19 @@ async def _next_or_end(iterator: AsyncIterator[T], end: object) -> T | object:
         return await anext(iterator)
     except StopAsyncIteration:
         return end
+
+
+async def _await_on(target: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` run on ``target``: directly when it is this loop, else carried over
+    with :func:`asyncio.run_coroutine_threadsafe` (cancelling the wait cancels it there)."""
+    if asyncio.get_running_loop() is target:
+        return await coro
+    try:
+        future = asyncio.run_coroutine_threadsafe(coro, target)
+    except BaseException:
+        coro.close()
+        raise
+    return await asyncio.wrap_future(future)
 
 
 class LoopBridge:
@@ -229,6 +242,32 @@ class LoopBridge:
         except Exception:
             logger.exception("closing a live feed failed")
 
+    async def aiterate(
+        self,
+        source: AsyncIterator[T],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> AsyncGenerator[T, None]:
+        """``source`` re-yielded to a consumer running on any event loop, each step run on
+        ``loop`` (default: the bridge loop).
+
+        For servers that stream from their own loop (Django under ASGI): the consumer's
+        loop never touches ``source``'s loop-bound state. Cancelling or closing the
+        consumer cancels the pending step and closes ``source`` on ``loop``.
+        """
+        target = self._loop if loop is None else loop
+        end = object()
+        try:
+            while True:
+                item = await _await_on(target, _next_or_end(source, end))
+                if item is end:
+                    return
+                yield cast(T, item)
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None and target.is_running():
+                await _await_on(target, aclose())
+
     # -- the Flowrra app -------------------------------------------------------------
 
     def ensure_app_started(self, app: Flowrra) -> asyncio.AbstractEventLoop:
@@ -282,6 +321,11 @@ class LoopBridge:
     def iterate_for(self, app: Flowrra, source: AsyncIterator[T]) -> Generator[T, None, None]:
         """:meth:`iterate` on ``app``'s loop, starting the app first if needed."""
         return self.iterate(source, loop=self.ensure_app_started(app))
+
+    def aiterate_for(self, app: Flowrra, source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+        """:meth:`aiterate` on ``app``'s loop, starting the app first if needed (blocks the
+        calling thread while it starts: call it from a sync view, consume it anywhere)."""
+        return self.aiterate(source, loop=self.ensure_app_started(app))
 
     # -- shutting down ---------------------------------------------------------------
 
