@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -216,3 +217,119 @@ async def test_many_tasks_keep_their_order(broker_factory: BrokerFactory, count:
         assert ids == expected
     finally:
         await broker.close()
+
+
+# -- dead letters ------------------------------------------------------------------------
+
+
+async def bury_one(broker: QueueBroker, task: Task, reason: str = "gave up") -> None:
+    await broker.enqueue(task)
+    delivery = await asyncio.wait_for(broker.claim([lane_of(task.queue, task.executor_name)]), 2)
+    assert delivery.task.id == task.id
+    assert await broker.bury(delivery, reason)
+
+
+async def test_requeue_dead_runs_again_with_its_priority_and_fresh_deliveries(
+    broker: QueueBroker,
+) -> None:
+    await broker.enqueue(make_task("poison", 5))
+    first = await broker.claim([IO])
+    assert await broker.release(first)
+    second = await broker.claim([IO])
+    assert second.deliveries == 2
+    assert await broker.bury(second, "lease expired twice")
+    for task_id, priority in [("low", 0), ("high", 5)]:
+        await broker.enqueue(make_task(task_id, priority))
+    assert await broker.requeue_dead("poison")
+    assert await broker.dead_letters() == []
+    counts = await broker.counts()
+    assert (counts.ready, counts.dead) == (3, 0)
+    again = await asyncio.wait_for(broker.claim([IO]), 2)
+    assert again.task.id == "high", "a requeued task goes behind its own priority"
+    assert await broker.ack(again)
+    requeued = await asyncio.wait_for(broker.claim([IO]), 2)
+    assert (requeued.task.id, requeued.task.priority) == ("poison", 5)
+    assert requeued.deliveries == 1, "a requeued task starts its deliveries afresh"
+    assert await broker.ack(requeued)
+    assert await claim_ids(broker, 1) == ["low"]
+    assert not await broker.requeue_dead("poison"), "it is no longer dead-lettered"
+    assert not await broker.requeue_dead("never-seen")
+
+
+async def test_requeue_dead_keeps_the_lane_of_the_task(broker: QueueBroker) -> None:
+    await bury_one(broker, make_task("crunch", executor="cpu"))
+    assert await broker.requeue_dead("crunch")
+    assert await claim_ids(broker, 1, [CPU]) == ["crunch"]
+
+
+async def test_requeue_dead_refuses_an_id_a_live_task_holds(broker: QueueBroker) -> None:
+    await bury_one(broker, make_task("twin"))
+    await broker.enqueue(make_task("twin"))
+    assert not await broker.requeue_dead("twin")
+    assert [letter.task.id for letter in await broker.dead_letters()] == ["twin"]
+    assert await claim_ids(broker, 1) == ["twin"]
+    assert await broker.requeue_dead("twin"), "once the live task is gone it can be requeued"
+
+
+async def test_delete_dead_and_purge_dead(broker: QueueBroker) -> None:
+    for task_id in ("d1", "d2", "d3"):
+        await bury_one(broker, make_task(task_id))
+    assert await broker.delete_dead("d2")
+    assert not await broker.delete_dead("d2")
+    assert not await broker.delete_dead("unknown")
+    assert [letter.task.id for letter in await broker.dead_letters()] == ["d3", "d1"]
+    assert await broker.purge_dead() == 2
+    assert await broker.purge_dead() == 0
+    assert await broker.dead_letters() == []
+    assert (await broker.counts()).dead == 0
+    assert not await broker.requeue_dead("d1")
+
+
+# -- queue details -----------------------------------------------------------------------
+
+
+def submitted(task: Task, seconds_ago: float) -> Task:
+    task.submitted_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return task
+
+
+async def test_queue_details_of_an_empty_broker(broker: QueueBroker) -> None:
+    assert await broker.queue_details() == []
+
+
+async def test_queue_details_count_each_queue(broker: QueueBroker) -> None:
+    for task in [
+        submitted(make_task("a", 5), 20),
+        submitted(make_task("b", 5), 0),
+        submitted(make_task("c", 0), 40),
+        submitted(make_task("d", 0, executor="cpu"), 0),
+        submitted(make_task("e", 9, eta=time.time() + 60), 100),
+    ]:
+        assert await broker.enqueue(task)
+    side = lane_of("side", "io")
+    await bury_one(broker, Task("f", "job", (), {}, queue="side"))
+    await broker.enqueue(Task("h", "job", (), {}, queue="side"))
+    running = await asyncio.wait_for(broker.claim([side]), 2)
+    await broker.enqueue(submitted(Task("g", "job", (), {}, priority=-2, queue="side"), 1))
+
+    default, other = await broker.queue_details()
+    assert (default.queue, other.queue) == ("default", "side")
+    assert (default.ready, default.by_priority) == (4, {5: 2, 0: 2})
+    assert list(default.by_priority) == [5, 0], "highest priority first"
+    assert (default.delayed, default.in_flight, default.dead) == (1, 0, 0)
+    assert default.oldest_age is not None
+    assert 39 <= default.oldest_age < 60, "the p0 head 'c' waited 40 s (delayed ones do not count)"
+    assert (other.ready, other.by_priority) == (1, {-2: 1})
+    assert (other.delayed, other.in_flight, other.dead) == (0, 1, 1)
+    assert other.oldest_age is not None
+    assert 0 <= other.oldest_age < 20
+    assert await broker.ack(running)
+
+
+async def test_queue_details_skip_cancelled_tasks_and_unknown_ages(broker: QueueBroker) -> None:
+    await broker.enqueue(submitted(make_task("gone", 3), 50))
+    await broker.enqueue(make_task("no-time", 3))
+    assert await broker.cancel("gone") is not None
+    (detail,) = await broker.queue_details()
+    assert (detail.ready, detail.by_priority) == (1, {3: 1})
+    assert detail.oldest_age is None, "the head has no submission time"

@@ -97,6 +97,25 @@ class BrokerCounts:
         return bool(self.ready or self.delayed or self.in_flight)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueDetail:
+    """What one queue holds now (every lane of it).
+
+    ``by_priority`` maps each priority that has ready tasks to how many; ``ready`` is their
+    sum. ``oldest_age`` is the queue's latency: seconds since the submission of the longest
+    waiting task among those next in line (the head of each priority level of each lane),
+    or None when nothing is ready or no such task records its submission time.
+    """
+
+    queue: str
+    ready: int
+    by_priority: dict[int, int]
+    delayed: int
+    in_flight: int
+    dead: int
+    oldest_age: float | None
+
+
 class QueueBroker(BaseBroker):
     """The full broker contract flowrra's worker relies on.
 
@@ -171,6 +190,38 @@ class QueueBroker(BaseBroker):
     @abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recently buried tasks, newest first."""
+
+    async def requeue_dead(self, task_id: str) -> bool:
+        """Put a dead-lettered task back in its ready lane (keeping its priority, behind
+        the tasks of that priority already waiting) with a fresh delivery count.
+
+        Returns False, changing nothing, when ``task_id`` is not dead-lettered, when a
+        waiting or running task holds the same id, or when the dead-lettered message is
+        malformed (it cannot run; delete it instead). The default raises
+        ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support requeue_dead()")
+
+    async def delete_dead(self, task_id: str) -> bool:
+        """Drop one dead letter; False when ``task_id`` is not dead-lettered.
+
+        The default raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support delete_dead()")
+
+    async def purge_dead(self) -> int:
+        """Drop every dead letter; returns how many were dropped.
+
+        The default raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support purge_dead()")
+
+    async def queue_details(self) -> list[QueueDetail]:
+        """One :class:`QueueDetail` per queue this broker knows, sorted by queue name.
+
+        The default raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support queue_details()")
 
     @abstractmethod
     async def wait_idle(self) -> None:

@@ -19,13 +19,15 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 from flowrra.brokers.base import (
     BrokerCounts,
     DeadLetter,
     Delivery,
     QueueBroker,
+    QueueDetail,
     task_lane,
 )
 from flowrra.task import Task
@@ -75,6 +77,39 @@ class _Lane:
 
     def __bool__(self) -> bool:
         return any(self.levels.values())
+
+
+class _Detail:
+    """A :class:`QueueDetail` being counted."""
+
+    __slots__ = ("by_priority", "dead", "delayed", "in_flight", "oldest")
+
+    def __init__(self) -> None:
+        self.by_priority: dict[int, int] = {}
+        self.delayed = self.in_flight = self.dead = 0
+        self.oldest: float | None = None
+
+    def count(self, priority: int, ready: int, head: datetime | None, now: datetime) -> None:
+        """Add ``ready`` tasks of ``priority``, the first of them submitted at ``head``."""
+        self.by_priority[priority] = self.by_priority.get(priority, 0) + ready
+        if head is not None:
+            if head.tzinfo is None:
+                head = head.replace(tzinfo=UTC)  # a naive submission time is UTC
+            age = max(0.0, (now - head).total_seconds())
+            if self.oldest is None or age > self.oldest:
+                self.oldest = age
+
+    def freeze(self, queue: str) -> QueueDetail:
+        by_priority = dict(sorted(self.by_priority.items(), reverse=True))
+        return QueueDetail(
+            queue,
+            sum(by_priority.values()),
+            by_priority,
+            self.delayed,
+            self.in_flight,
+            self.dead,
+            self.oldest,
+        )
 
 
 _ANY_LANE = "*"  # claimers of any lane (``pop``) wait here
@@ -401,6 +436,81 @@ class MemoryBroker(QueueBroker):
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Newest first."""
         return list(itertools.islice(reversed(self._dead), limit))
+
+    async def queue_details(self) -> list[QueueDetail]:
+        """Per queue: ready tasks by priority, delayed, in flight, dead and the latency.
+
+        Walks the waiting tasks once (a management read, not a hot path).
+        """
+        now = datetime.now(UTC)
+        details: dict[str, _Detail] = {}
+
+        def detail(queue: str) -> _Detail:
+            found = details.get(queue)
+            if found is None:
+                found = details[queue] = _Detail()
+            return found
+
+        for queue in self._lane_names:
+            detail(queue)  # a queue that had ready tasks is listed, even when empty now
+        for ready in self._ready.values():
+            self._count_lane(ready, detail, now)
+        for task in self._delayed_tasks():
+            detail(task.queue).delayed += 1
+        for delivery in self._in_flight.values():
+            detail(delivery.task.queue).in_flight += 1
+        for letter in self._dead:
+            detail(letter.task.queue).dead += 1
+        return [details[queue].freeze(queue) for queue in sorted(details)]
+
+    def _count_lane(self, ready: _Lane, detail: Callable[[str], _Detail], now: datetime) -> None:
+        waiting = self._waiting
+        for priority, level in ready.levels.items():
+            live = [task for task in level if waiting.get(task.id) is task]
+            if live:
+                found = detail(live[0].queue)
+                found.count(priority, len(live), live[0].submitted_at, now)
+
+    def _delayed_tasks(self) -> Iterator[Task]:
+        """The tasks of the delayed heap still waiting (cancelled entries skipped)."""
+        waiting = self._waiting
+        seen: set[str] = set()
+        for _, _, task in self._delayed:
+            if waiting.get(task.id) is task and task.id not in seen:
+                seen.add(task.id)
+                yield task
+
+    # -- dead letters ----------------------------------------------------------------
+
+    def _find_dead(self, task_id: str) -> DeadLetter | None:
+        return next((letter for letter in self._dead if letter.task.id == task_id), None)
+
+    async def requeue_dead(self, task_id: str) -> bool:
+        """Back to the end of its priority in its ready lane, with a fresh delivery count."""
+        letter = self._find_dead(task_id)
+        if letter is None or task_id in self._waiting or task_id in self._in_flight:
+            return False
+        self._dead.remove(letter)
+        task = letter.task
+        task.eta = None
+        self._redeliveries.pop(task_id, None)
+        self._waiting[task_id] = task
+        self._make_ready(task)
+        return True
+
+    async def delete_dead(self, task_id: str) -> bool:
+        """Drop one dead letter; False when ``task_id`` is not dead-lettered."""
+        letter = self._find_dead(task_id)
+        if letter is None:
+            return False
+        self._dead.remove(letter)
+        return True
+
+    async def purge_dead(self) -> int:
+        """Drop every dead letter; returns how many."""
+        count = len(self._dead)
+        self._dead.clear()
+        return count
 
     def is_idle(self) -> bool:
         """True when nothing is waiting, delayed or in flight."""

@@ -34,10 +34,18 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from flowrra import _lua
-from flowrra.brokers.base import BrokerCounts, DeadLetter, Delivery, QueueBroker, task_lane
+from flowrra import _lua, _lua_admin
+from flowrra.brokers.base import (
+    BrokerCounts,
+    DeadLetter,
+    Delivery,
+    QueueBroker,
+    QueueDetail,
+    task_lane,
+)
 from flowrra.brokers.redis_claimers import Claimer
 from flowrra.brokers.redis_messages import (
     MalformedMessageError,
@@ -651,3 +659,57 @@ class RedisBroker(QueueBroker):
             await self._client.delete(*doomed)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self._client.delete(self.keys.queues, self.keys.lanes)
+
+    # -- dead letters and queue details (scripts in flowrra._lua_admin) ---------------
+
+    async def _run_admin(self, script: str, queue: str, *args: Any) -> Any:
+        keys, common = self._frame(queue)
+        return await self._wire.evalsha(_lua_admin.SCRIPTS[script], keys, [*common, *args])
+
+    async def requeue_dead(self, task_id: str) -> bool:
+        """Back to the end of its priority in its ready lane, with no delivery counted.
+
+        False when ``task_id`` is not dead-lettered in any queue, a live task holds the
+        id, or the dead-lettered message is malformed.
+        """
+        await self._start()
+        for queue in await self._all_queues():
+            found = await self._client.hget(self._queue(queue).dead_messages, task_id)
+            if found is None:
+                continue
+            body = found if isinstance(found, bytes) else found.encode()
+            try:
+                task = decode_message(task_id, body, self.max_message_bytes)
+            except MalformedMessageError:
+                return False
+            await self._register_lane(task_lane(task), queue)
+            moved = await self._run_admin("requeue_dead", queue, task_id, body, self._meta(task))
+            return bool(moved)
+        return False
+
+    async def delete_dead(self, task_id: str) -> bool:
+        """Drop one dead letter; False when ``task_id`` is not dead-lettered."""
+        await self._start()
+        for queue in await self._all_queues():
+            if await self._run_admin("delete_dead", queue, task_id):
+                return True
+        return False
+
+    async def purge_dead(self) -> int:
+        """Drop every dead letter of every queue (one script per queue); returns how many."""
+        await self._start()
+        removed = 0
+        for queue in await self._all_queues():
+            removed += int(await self._run_admin("purge_dead", queue))
+        return removed
+
+    async def queue_details(self) -> list[QueueDetail]:
+        """Per queue: ready by priority (counted per score band), delayed, in flight, dead,
+        and the latency from the submission time in the messages of the heads."""
+        lanes = [split_lane(text(m)) for m in await self._client.smembers(self.keys.lanes)]
+        details = []
+        for queue in await self._all_queues():
+            executors = sorted(executor for owner, executor in lanes if owner == queue)
+            reply = await self._run_admin("details", queue, *executors)
+            details.append(_lua_admin.parse_details(queue, reply, datetime.now(UTC)))
+        return details
