@@ -40,6 +40,8 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
+from flowrra.ui.messages import UIResponse, dump_json, error_response
+
 if TYPE_CHECKING:
     from flowrra.app import Flowrra
 
@@ -390,3 +392,75 @@ def default_bridge() -> LoopBridge:
         if _default_bridge is None or _default_bridge.closed:
             _default_bridge = LoopBridge()
         return _default_bridge
+
+
+# -- what the sync adapters (Flask, Django) share -------------------------------------
+
+REQUEST_TIMEOUT: Final = 60.0
+"""Seconds a dashboard request may take before a sync view answers 504."""
+
+MAX_BODY: Final = 1024 * 1024
+"""The largest request body the sync adapters accept (a schedule is far smaller): 413."""
+
+SSE_RETRY: Final = b"retry: 3000\n\n"
+"""The first frame of the server-sent events feed: reconnect after 3 s."""
+
+
+def call_for_view(
+    app: Flowrra,
+    coro: Coroutine[Any, Any, T],
+    *,
+    bridge: LoopBridge | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+) -> T | UIResponse:
+    """Run a dashboard coroutine for a sync view on ``app``'s loop (starting the app as a
+    client first if it is not running); its result, or the JSON error to answer instead.
+
+    Never raises for a failure of the bridge or the app: 504 after ``timeout`` seconds,
+    503 when the app cannot be started or its loop used (:class:`AppLoopError`; both
+    logged), 500 for anything else (logged). ``bridge``: default :func:`default_bridge`.
+    """
+    used = default_bridge() if bridge is None else bridge
+    try:
+        return used.run_for(app, coro, timeout)
+    except TimeoutError:
+        logger.warning("a dashboard request took over %s s", timeout)
+        return error_response(504, f"the dashboard did not answer within {timeout:g} s")
+    except AppLoopError as error:
+        logger.exception("the dashboard cannot reach the Flowrra app")
+        return error_response(503, str(error))
+    except Exception as error:
+        logger.exception("the dashboard failed to run a request")
+        status = 500 if app.is_running else 503
+        return error_response(status, f"{type(error).__name__}: {error}")
+
+
+def sse_frame(event: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``event`` as JSON."""
+    return b"data: " + dump_json(event) + b"\n\n"
+
+
+def sse_stream(feed: Generator[dict[str, Any], None, None]) -> Generator[bytes, None, None]:
+    """The bytes of a server-sent events response of ``feed`` (from :meth:`LoopBridge.iterate`).
+
+    Closing the stream (the WSGI server does when the client goes away) closes ``feed``,
+    which closes the dashboard's feed on its loop.
+    """
+    try:
+        yield SSE_RETRY
+        for event in feed:
+            yield sse_frame(event)
+    finally:
+        feed.close()
+
+
+async def async_sse_stream(
+    feed: AsyncGenerator[dict[str, Any], None],
+) -> AsyncGenerator[bytes, None]:
+    """:func:`sse_stream` for a server streaming from its own loop (:meth:`LoopBridge.aiterate`)."""
+    try:
+        yield SSE_RETRY
+        async for event in feed:
+            yield sse_frame(event)
+    finally:
+        await feed.aclose()
