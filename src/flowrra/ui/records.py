@@ -1,0 +1,110 @@
+"""Task records as the dashboard shows them: redacted, listed across statuses."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flowrra.management import FlowrraManager
+from flowrra.ui.params import STATUSES
+
+logger = logging.getLogger("flowrra.ui")
+
+RedactHook = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+#: What replaces the data of a record whose redaction hook failed.
+REDACTION_FAILED = "[hidden: the redaction hook failed]"
+_SENSITIVE = ("args", "kwargs", "result")
+
+
+class Redactor:
+    """Applies the user's redaction hook to every record before it is shown.
+
+    The hook gets the task name and a deep copy of the record, and returns the record to
+    show. When the hook raises or returns something other than a dict, the record is
+    shown with ``args``, ``kwargs`` and ``result`` hidden (the failure is logged): a
+    broken hook never leaks what it was meant to hide.
+    """
+
+    def __init__(self, hook: RedactHook | None) -> None:
+        self.hook = hook
+
+    def record(self, name: str | None, record: dict[str, Any]) -> dict[str, Any]:
+        """The record to show for task ``name`` (unchanged without a hook)."""
+        if self.hook is None:
+            return record
+        try:
+            shown = self.hook(name or "", copy.deepcopy(record))
+            if inspect.isawaitable(shown) or not isinstance(shown, dict):
+                raise TypeError(f"the redaction hook returned {type(shown).__name__}")
+        except Exception:
+            logger.exception("the dashboard's redaction hook failed for task %r", name)
+            return {**record, **{key: REDACTION_FAILED for key in _SENSITIVE if key in record}}
+        return shown
+
+    def task(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A task record (``TaskResult.to_dict``), redacted."""
+        return self.record(record.get("task_name"), record)
+
+    def tasks(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Task records, each redacted."""
+        return [self.task(record) for record in records]
+
+    def dead_letter(self, letter: dict[str, Any]) -> dict[str, Any]:
+        """A dead letter: its queued message (``task``, which holds the arguments) is
+        redacted as a record of its task."""
+        message = letter.get("task")
+        if not isinstance(message, dict):
+            return letter
+        return {**letter, "task": self.record(letter.get("task_name"), message)}
+
+    def schedule(self, schedule: dict[str, Any]) -> dict[str, Any]:
+        """A schedule (its ``args`` and ``kwargs``), redacted."""
+        return self.record(schedule.get("task_name"), schedule)
+
+
+def _accepts_name(manager: FlowrraManager) -> bool:
+    try:
+        return "name" in inspect.signature(manager.list_tasks).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+async def _one_status(
+    manager: FlowrraManager, status: str, limit: int, offset: int, name: str | None
+) -> list[dict[str, Any]]:
+    if name is None:
+        return await manager.list_tasks(status, limit, offset)
+    if _accepts_name(manager):
+        listed: list[dict[str, Any]] = await manager.list_tasks(
+            status, limit, offset, name=name  # type: ignore[call-arg, unused-ignore]
+        )
+        return listed
+    every = await manager.list_tasks(status)
+    matching = [record for record in every if record.get("task_name") == name]
+    return matching[offset : offset + limit]
+
+
+def _newest_first(record: dict[str, Any]) -> str:
+    return str(record.get("submitted_at") or "")
+
+
+async def list_records(
+    manager: FlowrraManager, status: str | None, limit: int, offset: int, name: str | None
+) -> list[dict[str, Any]]:
+    """Records in ``status`` (every status when ``None``), newest submitted first,
+    optionally only of task ``name``, skipping ``offset`` and returning at most ``limit``.
+
+    Raises what ``manager.list_tasks`` raises (``NotImplementedError`` for a backend that
+    cannot list).
+    """
+    if status is not None:
+        return await _one_status(manager, status, limit, offset, name)
+    merged: list[dict[str, Any]] = []
+    for each in STATUSES:
+        merged += await _one_status(manager, each, limit + offset, 0, name)
+    merged.sort(key=_newest_first, reverse=True)
+    return merged[offset : offset + limit]
