@@ -14,7 +14,6 @@ from typing import Any
 
 from flowrra._lua import _BROKER_COMMON
 from flowrra.brokers.base import QueueDetail
-from flowrra.redis_wire import Script
 
 # ARGV[6] task id, ARGV[7] its dead-lettered message as the caller read it, ARGV[8]
 # "<executor>|<priority>". Moves the task back to the end of its priority in its ready lane
@@ -101,13 +100,13 @@ return out
 """
 )
 
-SCRIPTS: dict[str, Script] = {
-    "requeue_dead": Script(REQUEUE_DEAD),
-    "delete_dead": Script(DELETE_DEAD),
-    "purge_dead": Script(PURGE_DEAD),
-    "details": Script(DETAILS),
+SOURCES: dict[str, str] = {
+    "requeue_dead": REQUEUE_DEAD,
+    "delete_dead": DELETE_DEAD,
+    "purge_dead": PURGE_DEAD,
+    "details": DETAILS,
 }
-"""The scripts above by name, with their SHA1s (run with ``EVALSHA``)."""
+"""The scripts above by name."""
 
 
 def _age(submitted_at: bytes | str, now: datetime) -> float | None:

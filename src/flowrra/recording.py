@@ -15,7 +15,16 @@ from flowrra.backends.base import BaseResultBackend
 from flowrra.backends.memory import InMemoryBackend
 from flowrra.events import EventBus
 from flowrra.executors.child import child_traceback
-from flowrra.task import PENDING, RETRYING, Task, TaskResult, TaskStatus, live_record, utcnow
+from flowrra.task import (
+    PENDING,
+    RETRYING,
+    Task,
+    TaskResult,
+    TaskStatus,
+    attempt_entry,
+    live_record,
+    utcnow,
+)
 
 logger = logging.getLogger("flowrra.tasks")
 
@@ -30,6 +39,18 @@ def describe_error(error: BaseException) -> str:
 def format_traceback(error: BaseException) -> str:
     """The formatted traceback of ``error`` (the child's, for child-process errors)."""
     return child_traceback(error) or "".join(traceback.format_exception(error))
+
+
+def add_attempt(task: Task, started_at: datetime | None, error: BaseException | str) -> None:
+    """Append the attempt that just failed to ``task.attempts`` before it is retried.
+
+    Call it after ``task.current_retry`` was raised for the next attempt; the entry names
+    ``task.worker``. The history is replaced, not changed in place, so records already
+    stored keep the history they had.
+    """
+    message = describe_error(error) if isinstance(error, BaseException) else error
+    entry = attempt_entry(task.current_retry, started_at, utcnow(), message, task.worker)
+    task.attempts = [*(task.attempts or ()), entry]
 
 
 def _needs_io(*_: object) -> bool:
@@ -159,6 +180,8 @@ class TaskRecorder:
                 kwargs=task.kwargs,
                 deliveries=deliveries,
                 traceback=trace,
+                worker=task.worker,
+                attempts=list(task.attempts or ()),
             ),
             fence=fence,
         )

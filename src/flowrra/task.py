@@ -60,7 +60,11 @@ class TaskResult:
     ``submitted_at``, ``args`` and ``kwargs``. ``retries`` counts retries after the first
     attempt; ``deliveries`` counts how many times a worker claimed the current attempt (a
     redelivery after a worker died is a delivery, not a retry). ``traceback`` holds the
-    formatted traceback of the last error.
+    formatted traceback of the last error. ``worker`` is the id of the worker that ran (or
+    runs) the latest attempt (``None`` before any ran). ``attempts`` lists the attempts
+    that ended in a retry, oldest first, each ``{"attempt", "started_at", "finished_at",
+    "error", "worker"}`` (ISO times): empty for a task that ran once; the latest attempt is
+    the one the other fields describe.
     """
 
     task_id: str
@@ -76,6 +80,8 @@ class TaskResult:
     kwargs: dict[str, Any] = field(default_factory=dict)
     deliveries: int = 0
     traceback: str | None = None
+    worker: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_complete(self) -> bool:
@@ -107,6 +113,8 @@ class TaskResult:
             "kwargs": self.kwargs,
             "deliveries": self.deliveries,
             "traceback": self.traceback,
+            "worker": self.worker,
+            "attempts": self.attempts,
         }
 
     @classmethod
@@ -126,6 +134,8 @@ class TaskResult:
             kwargs=dict(data.get("kwargs") or {}),
             deliveries=int(data.get("deliveries", 0)),
             traceback=data.get("traceback"),
+            worker=data.get("worker"),
+            attempts=list(data.get("attempts") or ()),
         )
 
 
@@ -138,7 +148,10 @@ class Task:
 
     ``eta`` is the UNIX time before which the task must not start (``None``: now).
     ``executor`` names the executor that runs it (``None``: ``"cpu"`` when ``cpu_bound``,
-    else ``"io"``).
+    else ``"io"``). ``attempts`` is the history of attempts that ended in a retry (see
+    :class:`TaskResult`); it travels in the message, which leaves it out while it is empty.
+    ``worker`` is the id of the worker that claimed the task last, set by that worker; it
+    is not part of the message.
     """
 
     id: str
@@ -155,6 +168,8 @@ class Task:
     timeout: float | None = None
     eta: float | None = None
     submitted_at: datetime | None = None
+    attempts: list[dict[str, Any]] | None = None
+    worker: str | None = None
 
     def __lt__(self, other: Task) -> bool:
         return self.priority > other.priority
@@ -167,8 +182,9 @@ class Task:
         return "cpu" if self.cpu_bound else "io"
 
     def to_message(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (the wire form used by remote brokers)."""
-        return {
+        """A JSON-ready dict of the queued call (the wire form used by remote brokers):
+        every field but ``worker``, and ``attempts`` only when there are some."""
+        message = {
             "id": self.id,
             "name": self.name,
             "args": list(self.args),
@@ -184,6 +200,9 @@ class Task:
             "eta": self.eta,
             "submitted_at": _iso(self.submitted_at),
         }
+        if self.attempts:
+            message["attempts"] = self.attempts
+        return message
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Task:
@@ -210,7 +229,35 @@ class Task:
             timeout=data.get("timeout"),
             eta=data.get("eta"),
             submitted_at=_parse_datetime(data.get("submitted_at")),
+            attempts=_check_attempts(data.get("attempts")),
         )
+
+
+def _check_attempts(value: Any) -> list[dict[str, Any]] | None:
+    """A message's attempt history: None when absent or empty; TypeError if not a list of
+    objects."""
+    if not value:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise TypeError("message 'attempts' must be a list of objects")
+    return value
+
+
+def attempt_entry(
+    attempt: int,
+    started_at: datetime | None,
+    finished_at: datetime,
+    error: str | None,
+    worker: str | None,
+) -> dict[str, Any]:
+    """One entry of an attempt history (JSON-ready: ISO times)."""
+    return {
+        "attempt": attempt,
+        "started_at": _iso(started_at),
+        "finished_at": _iso(finished_at),
+        "error": error,
+        "worker": worker,
+    }
 
 
 def live_record(
@@ -227,6 +274,8 @@ def live_record(
         args=task.args,
         kwargs=task.kwargs,
         deliveries=deliveries,
+        worker=task.worker,
+        attempts=list(task.attempts or ()),
     )
 
 

@@ -26,10 +26,11 @@ from flowrra.exceptions import (
 from flowrra.executors.base import BaseTaskExecutor
 from flowrra.executors.io import IOExecutor
 from flowrra.ids import new_worker_id
-from flowrra.recording import TaskRecorder
+from flowrra.recording import TaskRecorder, add_attempt
 from flowrra.registry import TaskFunction, TaskRegistry
 from flowrra.serialization import SCALAR_TYPES, json_roundtrip
 from flowrra.task import CANCELLED, FAILED, RETRYING, RUNNING, SUCCESS, Task, TaskResult
+from flowrra.telemetry.accumulator import WorkerTelemetry
 
 logger = logging.getLogger("flowrra.worker")
 
@@ -82,6 +83,9 @@ class Worker:
     ) -> None:
         self.id = worker_id or new_worker_id()
         """This worker's id, as it appears in task records and the worker list."""
+        self.telemetry = WorkerTelemetry()
+        """This worker's outcome counts and durations (one cheap call per finished task)."""
+        self._succeeded = self.telemetry.succeeded
         self._broker = broker
         self._recorder = recorder
         self._registry = registry
@@ -153,6 +157,7 @@ class Worker:
     async def _serve(self, slot: _Slot, executor: BaseTaskExecutor, lanes: list[str]) -> None:
         claim_nowait = self._broker.claim_nowait
         claim = self._broker.claim
+        worker_id = self.id
         streak = 0
         while not self._stopping:
             if streak == _FAIRNESS_STREAK:
@@ -170,6 +175,7 @@ class Worker:
             else:
                 streak += 1
             slot.delivery = delivery
+            delivery.task.worker = worker_id
             function = self._registry.get(delivery.task.name)
             try:
                 if function is None:
@@ -222,6 +228,7 @@ class Worker:
             await self._failed(function, delivery, error, started_at)
             return
         slot.in_call = False
+        finished_at = _now(UTC)
         record = TaskResult(
             task.id,
             SUCCESS,
@@ -230,27 +237,33 @@ class Worker:
             None,
             task.submitted_at,
             started_at,
-            _now(UTC),
+            finished_at,
             task.current_retry,
             task.args,
             task.kwargs,
             delivery.deliveries,
             None,
+            task.worker,
+            task.attempts or [],
         )
         if (
             not self._interrupts
             and recorder.store_nowait(record.task_id, record)
             and self._broker.ack_nowait(delivery) is not None
         ):
+            self._succeeded(task.name, started_at, finished_at)
             return
-        await self._succeed(delivery, record, started_at)
+        await self._succeed(delivery, record, started_at, finished_at)
 
-    async def _succeed(self, delivery: Delivery, record: TaskResult, started_at: datetime) -> None:
+    async def _succeed(
+        self, delivery: Delivery, record: TaskResult, started_at: datetime, finished_at: datetime
+    ) -> None:
         if self._interrupts and delivery.task.id in self._interrupts:
             # the call swallowed its cancellation: honour the request all the same
             await self._cancelled(delivery, started_at)
             return
         if await self._recorder.record(record, fence=_fence(delivery)):
+            self._succeeded(delivery.task.name, started_at, finished_at)
             await self._broker.ack(delivery)
 
     async def _unknown(self, delivery: Delivery) -> None:
@@ -259,6 +272,7 @@ class Worker:
         if await self._recorder.ended(
             task, FAILED, reason, None, delivery.deliveries, fence=_fence(delivery)
         ):
+            self.telemetry.failed(task.name)
             await self._broker.bury(delivery, reason)
 
     async def _cancelled(self, delivery: Delivery, started_at: datetime) -> bool:
@@ -303,15 +317,18 @@ class Worker:
         retryable = not isinstance(error, SerializationError) and policy.is_retryable(error)
         if retryable and task.current_retry < task.max_retries:
             task.current_retry += 1
+            add_attempt(task, started_at, error)
             delay = policy.delay(task.current_retry, task.retry_delay)
             if await self._recorder.ended(
                 task, RETRYING, error, started_at, delivery.deliveries, fence=_fence(delivery)
             ):
+                self.telemetry.retried(task.name)
                 await self._broker.retry(delivery, delay)
             return
         if await self._recorder.ended(
             task, FAILED, error, started_at, delivery.deliveries, fence=_fence(delivery)
         ):
+            self.telemetry.failed(task.name)
             await self._broker.ack(delivery)
 
     async def _lost(self, delivery: Delivery, lost: WorkerLostError, started_at: datetime) -> None:
@@ -326,6 +343,7 @@ class Worker:
                 delivery.deliveries,
                 fence=_fence(delivery),
             ):
+                self.telemetry.failed(task.name)
                 await self._broker.bury(delivery, reason)
             return
         logger.warning(
@@ -346,4 +364,5 @@ class Worker:
         if await self._recorder.ended(
             task, CANCELLED, error, started_at, delivery.deliveries, fence=_fence(delivery)
         ):
+            self.telemetry.cancelled(task.name)
             await self._broker.ack(delivery)

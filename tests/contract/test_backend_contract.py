@@ -35,6 +35,31 @@ async def test_store_and_get_round_trip(backend: BaseResultBackend) -> None:
     assert loaded == stored
 
 
+async def test_the_worker_and_attempt_history_are_kept(backend: BaseResultBackend) -> None:
+    attempts = [
+        {
+            "attempt": n,
+            "started_at": f"2026-01-02T03:04:0{n}+00:00",
+            "finished_at": f"2026-01-02T03:04:0{n + 1}+00:00",
+            "error": f"OSError: try {n}",
+            "worker": f"host-{n}",
+        }
+        for n in (1, 2)
+    ]
+    for status in (TaskStatus.RETRYING, TaskStatus.FAILED):
+        stored = record("t2", status, retries=2, worker="host-3", attempts=attempts)
+        await backend.store("t2", stored)
+        loaded = await backend.get("t2")
+        assert loaded is not None
+        assert (loaded.worker, loaded.attempts) == ("host-3", attempts)
+        assert loaded.to_dict["attempts"] == attempts
+    fresh = record("t3", TaskStatus.SUCCESS)
+    await backend.store("t3", fresh)
+    loaded = await backend.get("t3")
+    assert loaded is not None
+    assert (loaded.worker, loaded.attempts) == (None, [])
+
+
 async def test_get_unknown_is_none(backend: BaseResultBackend) -> None:
     assert await backend.get("missing") is None
 

@@ -333,3 +333,24 @@ async def test_queue_details_skip_cancelled_tasks_and_unknown_ages(broker: Queue
     (detail,) = await broker.queue_details()
     assert (detail.ready, detail.by_priority) == (1, {3: 1})
     assert detail.oldest_age is None, "the head has no submission time"
+
+
+async def test_a_retry_carries_the_attempt_history(broker: QueueBroker) -> None:
+    await broker.enqueue(make_task("flaky"))
+    delivery = await broker.claim([IO])
+    assert delivery.task.attempts is None, "a first attempt carries no history"
+    history = [
+        {
+            "attempt": 1,
+            "started_at": "2025-01-01T00:00:00+00:00",
+            "finished_at": "2025-01-01T00:00:01+00:00",
+            "error": "ConnectionError: down",
+            "worker": "host-1-abc",
+        }
+    ]
+    delivery.task.current_retry = 1
+    delivery.task.attempts = history
+    assert await broker.retry(delivery, 0)
+    again = await asyncio.wait_for(broker.claim([IO]), 2)
+    assert again.task.attempts == history
+    assert await broker.ack(again)

@@ -664,7 +664,8 @@ class RedisBroker(QueueBroker):
 
     async def _run_admin(self, script: str, queue: str, *args: Any) -> Any:
         keys, common = self._frame(queue)
-        return await self._wire.evalsha(_lua_admin.SCRIPTS[script], keys, [*common, *args])
+        source = Script(_lua_admin.SOURCES[script])  # rare calls: hashing it each time is fine
+        return await self._wire.evalsha(source, keys, [*common, *args])
 
     async def requeue_dead(self, task_id: str) -> bool:
         """Back to the end of its priority in its ready lane, with no delivery counted.
