@@ -3,6 +3,7 @@
     flowrra worker myproject.tasks:app [--concurrency N] [--cpu-workers N] [--processes N]
                                        [--queues a,b] [--grace S] [--log-level L]
     flowrra scheduler myproject.tasks:app [--database-url URL] [--check-interval S]
+    flowrra ui myproject.tasks:app [--host H] [--port P] [--basic-auth USER:PASSWORD]
 
 ``APP`` names a :class:`~flowrra.app.Flowrra` instance as ``module:attribute`` (the module
 is imported from the current directory as well as from ``sys.path``).
@@ -34,6 +35,7 @@ from flowrra.executors.cpu import CPUExecutor
 from flowrra.executors.io import IOExecutor
 from flowrra.inspection import add_commands, inspect_report, status_report
 from flowrra.supervisor import USAGE_ERROR, supervise
+from flowrra.ui.cli import add_ui_command, ui_command
 
 logger = logging.getLogger("flowrra.cli")
 
@@ -350,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-interval", type=float, default=60.0, help="longest sleep between passes (s)"
     )
     _add_worker_parser(commands)
+    add_ui_command(commands)
     return parser
 
 
@@ -412,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as error:
             print(f"flowrra worker: {error}", file=sys.stderr)
             return USAGE_ERROR
+    if args.command == "ui":
+        return ui_command(args)
     app = load_app(args.app)
     if args.command == "scheduler":
         asyncio.run(run_scheduler(app, args.database_url, args.check_interval))
