@@ -53,6 +53,15 @@ def add_attempt(task: Task, started_at: datetime | None, error: BaseException | 
     task.attempts = [*(task.attempts or ()), entry]
 
 
+async def store_and_publish(backend: BaseResultBackend, bus: EventBus, record: TaskResult) -> None:
+    """Store ``record`` outside a worker (a management action) and publish it as
+    :class:`TaskRecorder` does: a backend that publishes its records itself (Redis) is not
+    doubled by an in-process event."""
+    await backend.store(record.task_id, record)
+    if bus.subscribers and getattr(backend, "publish_updates", False) is not True:
+        await bus.emit({"type": "task.update", "task": record.to_dict})
+
+
 def _needs_io(*_: object) -> bool:
     """The fast path does not apply: the caller takes the awaiting one."""
     return False

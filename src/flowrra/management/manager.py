@@ -8,8 +8,10 @@ from typing import Any
 
 from flowrra.app import Flowrra
 from flowrra.brokers.base import DeadLetter, QueueBroker
+from flowrra.management import _dead_letters
 from flowrra.management._checks import check_id, check_limit, check_offset, is_id
 from flowrra.management._health import health_check
+from flowrra.management._records import RecordFilter, list_records
 from flowrra.management._schedules import ScheduleManager
 from flowrra.registry import TaskFunction
 from flowrra.task import FAILED, TaskResult, TaskStatus
@@ -75,7 +77,9 @@ class FlowrraManager:
         ``ready`` for a minimal broker; ``None`` with ``queues_error`` when the broker
         cannot be read). ``tasks``: ``registered`` and ``running`` (in this process).
         ``results``: records per status (``backend.count_by_status``), or ``None`` when
-        the backend cannot count them.
+        the backend cannot count them. ``queue_details``: one dict per queue (``queue``,
+        ``ready``, ``by_priority``, ``delayed``, ``in_flight``, ``dead``, ``oldest_age``);
+        ``[]`` for a broker that cannot tell.
         """
         queues, queues_error = await self._queue_counts()
         results, results_error = await self._result_counts()
@@ -87,6 +91,7 @@ class FlowrraManager:
             "results": results,
             "results_error": results_error,
             "scheduler": await self._schedules.get_scheduler_stats(),
+            "queue_details": await _dead_letters.queue_details(self.app),
         }
 
     async def _queue_counts(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -155,11 +160,21 @@ class FlowrraManager:
     # -- task records ------------------------------------------------------------------
 
     async def list_tasks(
-        self, status: object, limit: int | None = None, offset: int = 0
+        self,
+        status: object,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
         """Records in ``status``, most recent first, skipping ``offset`` and returning at
-        most ``limit`` (``None``: all). ``ValueError`` for an unknown status or a bad
-        ``limit``/``offset``; a backend that cannot list raises ``NotImplementedError``."""
+        most ``limit`` (``None``: all) of those that pass the filters: ``name`` (the task
+        name, exact), ``since`` (inclusive) and ``until`` (exclusive) on ``submitted_at``,
+        each a datetime or an ISO string (naive: UTC). ``ValueError`` for an unknown
+        status, a bad ``limit``/``offset`` or filter, or ``since`` after ``until``; a
+        backend that cannot list raises ``NotImplementedError``."""
         if not isinstance(status, str):
             raise ValueError(f"status must be a string, got {status!r}")
         try:
@@ -167,34 +182,67 @@ class FlowrraManager:
         except ValueError:
             choices = ", ".join(s.value for s in TaskStatus)
             raise ValueError(f"status must be one of {choices}, got {status!r}") from None
-        records = await self.app.backend.list_by_status(
-            wanted, check_limit(limit), check_offset(offset)
+        keep = RecordFilter.parse(name, since, until)
+        records = await list_records(
+            self.app.backend, wanted, check_limit(limit), check_offset(offset), keep
         )
         return [record.to_dict for record in records]
 
     async def list_pending_tasks(
-        self, limit: int | None = None, offset: int = 0
+        self,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
         """Records waiting to run (status ``pending``); see :meth:`list_tasks`."""
-        return await self.list_tasks(TaskStatus.PENDING, limit, offset)
+        return await self.list_tasks(
+            TaskStatus.PENDING, limit, offset, name=name, since=since, until=until
+        )
 
     async def list_running_tasks(
-        self, limit: int | None = None, offset: int = 0
+        self,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
         """Records being run by any worker (status ``running``); see :meth:`list_tasks`."""
-        return await self.list_tasks(TaskStatus.RUNNING, limit, offset)
+        return await self.list_tasks(
+            TaskStatus.RUNNING, limit, offset, name=name, since=since, until=until
+        )
 
     async def list_completed_tasks(
-        self, limit: int | None = None, offset: int = 0
+        self,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
         """Records that succeeded (status ``success``); see :meth:`list_tasks`."""
-        return await self.list_tasks(TaskStatus.SUCCESS, limit, offset)
+        return await self.list_tasks(
+            TaskStatus.SUCCESS, limit, offset, name=name, since=since, until=until
+        )
 
     async def list_failed_tasks(
-        self, limit: int | None = None, offset: int = 0
+        self,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
         """Records that failed for good (status ``failed``); see :meth:`list_tasks`."""
-        return await self.list_tasks(TaskStatus.FAILED, limit, offset)
+        return await self.list_tasks(
+            TaskStatus.FAILED, limit, offset, name=name, since=since, until=until
+        )
 
     async def get_task_result(self, task_id: object) -> dict[str, Any] | None:
         """The record of ``task_id`` (``TaskResult.to_dict``), or ``None`` if unknown."""
@@ -242,6 +290,27 @@ class FlowrraManager:
         if not isinstance(broker, QueueBroker) or not count:
             return []
         return [_dead_letter(letter) for letter in await broker.dead_letters(count)]
+
+    async def requeue_dead_letter(self, task_id: object) -> dict[str, Any]:
+        """Put a dead-lettered task back in its queue: it keeps its id, priority, arguments
+        and attempt history, its deliveries start afresh, and its record turns ``pending``.
+
+        Returns ``{"task_id": ..., "requeued": True}``. ``ValueError`` for an id that is
+        not dead-lettered (or that a queued or running task holds), a malformed dead
+        message, or a broker without dead letters.
+        """
+        key = check_id(task_id, "task_id")
+        await _dead_letters.requeue(self.app, key)
+        return {"task_id": key, "requeued": True}
+
+    async def delete_dead_letter(self, task_id: object) -> bool:
+        """Drop one dead letter (its record stays as it is); False for an id that is not
+        dead-lettered. ``ValueError`` for an id that is not a non-empty string."""
+        return await _dead_letters.delete(self.app, check_id(task_id, "task_id"))
+
+    async def purge_dead_letters(self) -> dict[str, Any]:
+        """Drop every dead letter (records stay); returns ``{"removed": <how many>}``."""
+        return {"removed": await _dead_letters.purge(self.app)}
 
     async def purge_queue(self) -> dict[str, Any]:
         """Delete everything the broker holds (ready, delayed, in flight, dead), where it

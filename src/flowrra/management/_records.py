@@ -1,0 +1,101 @@
+"""Task-record listings of the management API: paging and the name / time filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flowrra.backends.base import BaseResultBackend
+from flowrra.task import TaskResult, TaskStatus
+
+_CHUNK = 500  # records read per backend call while filtering
+
+
+def parse_time(value: object, what: str) -> datetime | None:
+    """``value`` (``None``, a datetime or an ISO string) as an aware datetime (naive: UTC).
+
+    Raises ``ValueError`` naming ``what`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{what} must be an ISO datetime, got {value!r}") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"{what} must be a datetime or an ISO string, got {value!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which records a listing keeps: task name (exact) and submission time.
+
+    ``since`` is inclusive, ``until`` exclusive; a record without a submission time is
+    left out when either is set.
+    """
+
+    name: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def parse(cls, name: object, since: object, until: object) -> RecordFilter:
+        """The filter for these arguments; ``ValueError`` for a bad one."""
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        start, end = parse_time(since, "since"), parse_time(until, "until")
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
+        return cls(name, start, end)
+
+    @property
+    def active(self) -> bool:
+        """True when the filter leaves anything out."""
+        return self.name is not None or self.since is not None or self.until is not None
+
+    def keeps(self, record: TaskResult) -> bool:
+        """True when ``record`` passes the filter."""
+        if self.name is not None and record.task_name != self.name:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        submitted = record.submitted_at
+        if submitted is None:
+            return False
+        if submitted.tzinfo is None:
+            submitted = submitted.replace(tzinfo=UTC)
+        if self.since is not None and submitted < self.since:
+            return False
+        return self.until is None or submitted < self.until
+
+
+async def list_records(
+    backend: BaseResultBackend,
+    status: TaskStatus,
+    limit: int | None,
+    offset: int,
+    keep: RecordFilter,
+) -> list[TaskResult]:
+    """Records in ``status`` that ``keep`` passes, most recent first, paged after filtering.
+
+    Without an active filter the backend pages itself; with one, records are read in
+    chunks of :data:`_CHUNK` until the page is full or the status runs out.
+    """
+    if not keep.active:
+        return await backend.list_by_status(status, limit, offset)
+    page: list[TaskResult] = []
+    skip = offset
+    read = 0
+    while limit is None or len(page) < limit:
+        chunk = await backend.list_by_status(status, _CHUNK, read)
+        for record in filter(keep.keeps, chunk):
+            if skip:
+                skip -= 1
+            elif limit is None or len(page) < limit:
+                page.append(record)
+        if len(chunk) < _CHUNK:
+            break
+        read += len(chunk)
+    return page
