@@ -27,6 +27,7 @@ import inspect
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -135,7 +136,8 @@ class RedisBackend(BaseResultBackend):
             self._client, self.keys.done, self._on_done, self._on_subscribed
         )
         self._update_listeners: list[UpdateListener] = []
-        self._update_queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._update_buffer: deque[bytes] = deque()
+        self._update_arrived: asyncio.Future[None] | None = None
         self._updates = WireSubscription(
             self._client, self.keys.updates, self._on_update, _nothing_missed
         )
@@ -188,7 +190,7 @@ class RedisBackend(BaseResultBackend):
         if callback not in self._update_listeners:
             self._update_listeners.append(callback)
         if not self._supervisor.running("updates"):
-            self._update_queue = asyncio.Queue()
+            self._update_buffer.clear()
             self._supervisor.start("updates", self._updates.run)
             self._supervisor.start("update-relay", self._relay_updates)
         await self._updates.ready(max(self._socket_timeout, 1.0) * 2)
@@ -202,21 +204,35 @@ class RedisBackend(BaseResultBackend):
             await self._supervisor.stop_one("update-relay")
 
     def _on_update(self, data: bytes) -> None:
-        self._update_queue.put_nowait(data)
+        self._update_buffer.append(data)
+        arrived = self._update_arrived
+        if arrived is not None:
+            self._update_arrived = None
+            if not arrived.done():
+                arrived.set_result(None)
 
     async def _relay_updates(self) -> None:
-        """Decode published records and hand them to the listeners, in order."""
-        queue = self._update_queue
+        """Decode published records and hand them to the listeners, in order.
+
+        Messages that arrived together are relayed in one pass (no queue round trip per
+        message); an async listener is awaited before the next record is handed out.
+        """
+        buffer = self._update_buffer
+        loop = asyncio.get_running_loop()
         while True:
-            data = await queue.get()
-            try:
-                task = json.loads(data)
-            except ValueError:
-                logger.warning("ignoring an update that is not JSON")
-                continue
-            event = {"type": "task.update", "task": task}
-            for callback in tuple(self._update_listeners):
-                await _deliver(callback, event)
+            if not buffer:
+                arrived = self._update_arrived = loop.create_future()
+                await arrived
+            while buffer:
+                data = buffer.popleft()
+                try:
+                    task = json.loads(data)
+                except ValueError:
+                    logger.warning("ignoring an update that is not JSON")
+                    continue
+                event = {"type": "task.update", "task": task}
+                for callback in tuple(self._update_listeners):
+                    await _deliver(callback, event)
 
     async def ping(self) -> bool:
         """True when Redis answers."""
