@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -400,3 +403,191 @@ async def test_a_due_schedule_runs_the_task(
         assert after["enabled"] is False
     finally:
         await scheduler.close()
+
+
+# -- dead letters, queue details, filters and record fields ------------------------------
+
+WORKER_ID = re.compile(rf"^{re.escape(socket.gethostname())}-{os.getpid()}-[0-9a-f]{{6}}$")
+
+
+async def bury_unregistered(app: Flowrra, name: str, count: int = 1) -> list[str]:
+    """Submit ``count`` calls of a task the worker no longer knows: each is dead-lettered."""
+
+    @app.task(name=name, priority=4)
+    async def doomed(n: int) -> int:
+        return n * 10
+
+    await app.start(worker=False)
+    ids = [await app.submit(name, n) for n in range(count)]
+    await app.stop()
+    app.registry.unregister(name)
+    async with app:
+        await app.run_until_idle(timeout=5)
+    app.task(name=name, priority=4)(doomed.fn)
+    return ids
+
+
+async def test_requeue_dead_letter_runs_the_task_again(
+    app: Flowrra, manager: FlowrraManager
+) -> None:
+    (task_id,) = await bury_unregistered(app, "doomed")
+    dead = await manager.get_task_result(task_id)
+    assert dead is not None
+    assert dead["status"] == "failed"
+    await app.start(worker=False)
+    answer = await manager.requeue_dead_letter(task_id)
+    assert answer == {"task_id": task_id, "requeued": True}
+    waiting = await manager.get_task_result(task_id)
+    assert waiting is not None
+    assert (waiting["status"], waiting["error"], waiting["deliveries"]) == ("pending", None, 0)
+    assert waiting["args"] == [0]
+    stats = await manager.get_stats()
+    assert (stats["queues"]["ready"], stats["queues"]["dead"]) == (1, 0)
+    assert stats["queue_details"][0]["by_priority"] == {"4": 1}
+    await app.stop()
+    async with app:
+        record = await app.wait_for_result(task_id, timeout=5)
+    assert (record.status, record.result) == ("success", 0)
+    assert await manager.list_dead_letters() == []
+    with pytest.raises(ValueError, match="not dead-lettered"):
+        await manager.requeue_dead_letter(task_id)
+
+
+async def test_a_refused_requeue_leaves_the_record_as_it_was(
+    app: Flowrra, manager: FlowrraManager
+) -> None:
+    async with app:
+        task_id = await app.submit("add", 1, 2)
+        await app.run_until_idle(timeout=5)
+    before = await manager.get_task_result(task_id)
+    with pytest.raises(ValueError, match="not dead-lettered"):
+        await manager.requeue_dead_letter(task_id)
+    assert await manager.get_task_result(task_id) == before
+    with pytest.raises(ValueError, match="task_id"):
+        await manager.requeue_dead_letter("")
+    with pytest.raises(ValueError, match="task_id"):
+        await manager.delete_dead_letter(7)
+
+
+async def test_delete_and_purge_dead_letters(app: Flowrra, manager: FlowrraManager) -> None:
+    first, second, third = await bury_unregistered(app, "doomed", 3)
+    assert await manager.delete_dead_letter(second) is True
+    assert await manager.delete_dead_letter(second) is False
+    assert await manager.delete_dead_letter("unknown") is False
+    assert {letter["task_id"] for letter in await manager.list_dead_letters()} == {first, third}
+    failed = await manager.get_task_result(second)
+    assert failed is not None
+    assert failed["status"] == "failed", "deleting a dead letter keeps the record"
+    assert await manager.purge_dead_letters() == {"removed": 2}
+    assert await manager.purge_dead_letters() == {"removed": 0}
+    assert (await manager.get_stats())["queues"]["dead"] == 0
+
+
+async def test_stats_report_each_queue(app: Flowrra, manager: FlowrraManager) -> None:
+    assert (await manager.get_stats())["queue_details"] == []
+    await app.start(worker=False)
+    await app.submit("add", 1, 2)
+    await app.submit("add", 3, 4, priority=-1)
+    await app.submit("boom", "later", countdown=60)
+    await asyncio.sleep(0.05)
+    (default,) = (await manager.get_stats())["queue_details"]
+    assert default["queue"] == "default"
+    assert (default["ready"], default["by_priority"]) == (2, {"2": 1, "-1": 1})
+    assert (default["delayed"], default["in_flight"], default["dead"]) == (1, 0, 0)
+    assert 0.04 <= default["oldest_age"] < 5
+    json.dumps(default)
+
+
+async def test_list_tasks_filters_by_name_and_submission_time(
+    app: Flowrra, manager: FlowrraManager
+) -> None:
+    async with app:
+        early = [await app.submit("add", n, 0) for n in range(3)]
+        await asyncio.sleep(0.02)
+        middle = datetime.now(UTC)
+        await asyncio.sleep(0.02)
+        late = [await app.submit("add", n, 1) for n in range(2)]
+        await app.submit("boom", "z")
+        await app.run_until_idle(timeout=5)
+    named = await manager.list_completed_tasks(name="add")
+    assert {r["task_id"] for r in named} == {*early, *late}
+    assert await manager.list_completed_tasks(name="boom") == []
+    assert [r["task_id"] for r in await manager.list_failed_tasks(name="boom")] != []
+    since = await manager.list_tasks("success", since=middle)
+    assert {r["task_id"] for r in since} == set(late)
+    until = await manager.list_tasks("success", until=middle.isoformat())
+    assert {r["task_id"] for r in until} == set(early)
+    window = await manager.list_tasks(
+        "success", name="add", since=middle - timedelta(hours=1), until=middle
+    )
+    assert {r["task_id"] for r in window} == set(early)
+    naive = middle.replace(tzinfo=None).isoformat()
+    assert {r["task_id"] for r in await manager.list_tasks("success", since=naive)} == set(late)
+    paged = await manager.list_completed_tasks(limit=2, offset=1, name="add")
+    assert [r["task_id"] for r in paged] == [r["task_id"] for r in named[1:3]]
+    assert await manager.list_completed_tasks(limit=0, name="add") == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "match"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": 3}, "name"),
+        ({"since": "yesterday"}, "since must be an ISO"),
+        ({"until": 12.5}, "until must be a datetime"),
+        ({"since": "2026-01-02", "until": "2026-01-01"}, "after until"),
+    ],
+)
+async def test_list_tasks_refuses_bad_filters(
+    manager: FlowrraManager, filters: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        await manager.list_tasks("success", **filters)
+
+
+async def test_records_name_the_worker_and_keep_the_attempts(
+    app: Flowrra, manager: FlowrraManager
+) -> None:
+    async with app:
+        once = await app.submit("add", 2, 2)
+        retried = await app.submit("flaky")
+        await app.run_until_idle(timeout=5)
+    single = await manager.get_task_result(once)
+    assert single is not None
+    assert WORKER_ID.match(single["worker"]), single["worker"]
+    assert single["attempts"] == []
+    record = await manager.get_task_result(retried)
+    assert record is not None
+    assert (record["status"], record["retries"], record["worker"]) == (
+        "success",
+        1,
+        single["worker"],
+    )
+    (attempt,) = record["attempts"]
+    assert attempt["attempt"] == 1
+    assert attempt["error"] == "ConnectionError: first try fails"
+    assert attempt["worker"] == single["worker"]
+    started = datetime.fromisoformat(attempt["started_at"])
+    finished = datetime.fromisoformat(attempt["finished_at"])
+    assert started <= finished <= datetime.fromisoformat(record["started_at"])
+    json.dumps(record)
+
+
+async def test_a_retrying_record_already_lists_the_failed_attempt(
+    app: Flowrra, manager: FlowrraManager
+) -> None:
+    @app.task(max_retries=3, retry_delay=60)
+    async def stubborn() -> None:
+        raise OSError("still down")
+
+    async with app:
+        task_id = await app.submit("stubborn")
+        await wait_status(manager, task_id, "retrying")
+        waiting = await manager.get_task_result(task_id)
+        assert await app.cancel(task_id)
+    cancelled = await manager.get_task_result(task_id)
+    assert waiting is not None
+    assert cancelled is not None
+    assert [a["error"] for a in waiting["attempts"]] == ["OSError: still down"]
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["attempts"] == waiting["attempts"]
