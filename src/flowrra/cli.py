@@ -4,6 +4,7 @@
                                        [--queues a,b] [--grace S] [--log-level L]
     flowrra scheduler myproject.tasks:app [--database-url URL] [--check-interval S]
     flowrra ui myproject.tasks:app [--host H] [--port P] [--basic-auth USER:PASSWORD]
+    flowrra dlq list|requeue|purge myproject.tasks:app ...   (see flowrra.dlq_cli)
 
 ``APP`` names a :class:`~flowrra.app.Flowrra` instance as ``module:attribute`` (the module
 is imported from the current directory as well as from ``sys.path``).
@@ -31,6 +32,7 @@ from typing import Any
 from flowrra.app import Flowrra
 from flowrra.brokers import MemoryBroker
 from flowrra.config import redact_url
+from flowrra.dlq_cli import run_dlq
 from flowrra.executors.cpu import CPUExecutor
 from flowrra.executors.io import IOExecutor
 from flowrra.inspection import add_commands, inspect_report, status_report
@@ -418,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ui":
         return ui_command(args)
     app = load_app(args.app)
+    if args.command == "dlq":
+        return asyncio.run(run_dlq(app, args))
     if args.command == "scheduler":
         asyncio.run(run_scheduler(app, args.database_url, args.check_interval))
         return 0

@@ -3,29 +3,20 @@
 Both load the app like the other commands, read through :class:`FlowrraManager` (queues,
 results and schedules live in the broker, backend and schedule store, so any process sees
 what every worker did), print plain-text tables and exit. Nothing is started or changed.
+The ``dlq`` commands, which do change the dead-letter set, live in :mod:`flowrra.dlq_cli`
+and are registered here with them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from typing import Any
 
+from flowrra._tables import table
 from flowrra.app import Flowrra
+from flowrra.dlq_cli import add_dlq_command
 from flowrra.management import FlowrraManager
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """``rows`` as left-aligned text columns under ``headers``."""
-    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _queues_section(stats: dict[str, Any]) -> str:
@@ -83,9 +74,10 @@ async def inspect_report(app: Flowrra, task_id: str) -> str | None:
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``status`` and ``inspect`` subcommands to the ``flowrra`` parser."""
+    """Add the ``status``, ``inspect`` and ``dlq`` subcommands to the ``flowrra`` parser."""
     status = commands.add_parser("status", help="print queues, results and schedules")
     status.add_argument("app", help="the app, as module:attribute")
     inspect = commands.add_parser("inspect", help="print one task's record")
     inspect.add_argument("app", help="the app, as module:attribute")
     inspect.add_argument("task_id", help="the task id")
+    add_dlq_command(commands)
