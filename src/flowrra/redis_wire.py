@@ -303,6 +303,11 @@ class WireSubscription:
         self._on_subscribed = on_subscribed
         self._subscribed = asyncio.Event()
 
+    @property
+    def subscribed(self) -> bool:
+        """True while the subscription is confirmed and its connection is up."""
+        return self._subscribed.is_set()
+
     async def ready(self, timeout: float) -> None:
         """Wait until subscribed; BackendError after ``timeout`` seconds."""
         try:

@@ -78,6 +78,16 @@ async def _deliver(callback: UpdateListener, event: dict[str, Any]) -> None:
         logger.exception("update listener %r failed", callback)
 
 
+_FINISHED_STATES = tuple(
+    ("|" + status.value).encode() for status in _STATUSES if is_terminal(status)
+)
+
+
+def _finished(state: bytes) -> bool:
+    """True when a state value (``<fence>|<status>``) names a finished status."""
+    return state.endswith(_FINISHED_STATES)
+
+
 def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
     """The record in ``raw`` (JSON only); BackendError if it is not a valid record."""
     try:
@@ -130,6 +140,7 @@ class RedisBackend(BaseResultBackend):
         self._index_keys = [self.keys.status(status.value) for status in _STATUSES]
         self._writer: Coalescer[_Write, int] = Coalescer(self._write_batch, _BATCH)
         self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
+        self._state_reader: Coalescer[str, bytes | None] = Coalescer(self._read_states, _BATCH)
         self._waiters = ResultWaiters()
         self._supervisor = Supervisor("redis-backend")
         self._done = WireSubscription(
@@ -285,6 +296,11 @@ class RedisBackend(BaseResultBackend):
 
     # -- reading ---------------------------------------------------------------------
 
+    async def _read_states(self, task_ids: list[str]) -> list[bytes | None]:
+        state = self.keys.state_prefix
+        values: list[Any] = await self._wire.call("MGET", *[state + t for t in task_ids])
+        return values
+
     async def _read_batch(self, task_ids: list[str]) -> list[bytes | None]:
         record = self.keys.record_prefix
         values: list[Any] = await self._wire.call("MGET", *[record + t for t in task_ids])
@@ -297,19 +313,28 @@ class RedisBackend(BaseResultBackend):
         return None if raw is None else decode_record(task_id, raw)
 
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
-        """Wait for completion, woken by the completion's pub/sub message (no polling)."""
-        await self._listen()
+        """Wait for completion, woken by the completion's pub/sub message (no polling).
+
+        The check before waiting reads the record's small state key, not the record, so
+        a task that is still running costs no decoding; a finished one is read in full.
+        """
+        if not self._done.subscribed:
+            await self._listen()
         future = self._waiters.add(task_id)  # before the read: a completion can't slip by
         try:
-            record = await self.get(task_id)
+            state = await self._state_reader.submit(task_id)
+            record = None if state is None or not _finished(state) else await self.get(task_id)
         except BaseException:
             self._waiters.discard(task_id, future)
             raise
-        if record is None or is_terminal(TaskStatus(record.status)):
+        if state is None or record is not None:
             self._waiters.discard(task_id, future)
             if record is None:
                 raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
             return record
+        if _finished(state):  # finished, then expired or deleted before it could be read
+            self._waiters.discard(task_id, future)
+            raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
         return await self._waiters.until(task_id, future, timeout)
 
     def _on_done(self, data: bytes) -> None:
