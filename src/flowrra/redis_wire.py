@@ -221,7 +221,7 @@ class Wire:
                 protocol = self._protocol = await _open(self._settings, None)
             return protocol
 
-    async def _once(self, payload: bytes) -> Reply:
+    async def _once(self, payload: bytes, blocks: float) -> Reply:
         protocol = self._protocol
         if protocol is None or protocol.closed.done():
             protocol = await self._connection()
@@ -230,21 +230,22 @@ class Wire:
         if timeout is None:
             return await future
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout + blocks):
                 return await future
         except TimeoutError:
             protocol.abort()  # replies may still come for it: the connection is unusable
             raise RedisTimeoutError(f"no reply from Redis within {timeout}s") from None
 
-    async def execute(self, payload: bytes) -> Reply:
+    async def execute(self, payload: bytes, blocks: float = 0.0) -> Reply:
         """Send one packed command and return its reply (retried if the connection fails).
 
+        ``blocks``: seconds the command may block in Redis, added to the reply timeout.
         A Redis error reply raises :class:`redis.exceptions.ResponseError`.
         """
         delay = 0.05
         for attempt in range(RETRIES + 1):
             try:
-                reply = await self._once(payload)
+                reply = await self._once(payload, blocks)
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 if attempt == RETRIES or self._closed:
                     raise
@@ -259,6 +260,20 @@ class Wire:
     async def call(self, *args: Arg) -> Reply:
         """Run one command given as arguments."""
         return await self.execute(pack(args))
+
+    async def call_blocking(self, seconds: float, *args: Arg) -> Reply:
+        """Run a command that blocks in Redis for up to ``seconds`` (``BLPOP``).
+
+        Use a Wire of its own for it: the commands behind a blocked one wait for it. If the
+        caller is cancelled while the command blocks, the connection is dropped, so Redis
+        stops serving the abandoned command (the next call reconnects).
+        """
+        try:
+            return await self.execute(pack(args), seconds)
+        except asyncio.CancelledError:
+            if self._protocol is not None:
+                self._protocol.abort()
+            raise
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
         """Run ``script`` (loading it first if the server does not know it)."""

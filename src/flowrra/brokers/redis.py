@@ -154,6 +154,7 @@ class RedisBroker(QueueBroker):
         self._enqueuers: dict[str, Coalescer[_Entry, int]] = {}
         self._settlers: dict[str, Coalescer[_Op, int]] = {}
         self._claimers: dict[tuple[str, ...], Claimer] = {}
+        self._blockers: dict[tuple[str, ...], Wire] = {}
         self._held: dict[str, dict[str, str]] = {}
         self._supervisor = Supervisor("redis-broker")
         self._idle = Signal()
@@ -218,6 +219,8 @@ class RedisBroker(QueueBroker):
             logger.warning("could not hand prefetched tasks back on close: %s", error)
         finally:
             await self._supervisor.stop()
+            for blocker in self._blockers.values():
+                await blocker.close()
             await self._wire.close()
             await close_client(self._client)
 
@@ -369,14 +372,18 @@ class RedisBroker(QueueBroker):
             if not claimer.waiters:
                 return
             want = len(claimer.waiters) + self.prefetch - len(claimer.buffer)
-            claimed = await self._claim_batch(claimer, want)
+            claimed, exhausted = await self._claim_batch(claimer, want)
             claimer.buffer.extend(claimed)
             claimer.hand_out()
-            if claimer.waiters and not claimed:
+            if claimer.waiters and exhausted:
                 await self._block(claimer)
 
     async def _block(self, claimer: Claimer) -> None:
-        """Wait on the lanes' wake-up lists (one queue's lanes per BLPOP: one slot)."""
+        """Wait on the lanes' wake-up lists (one queue's lanes per BLPOP: one slot).
+
+        The BLPOP runs on the claimer's own multiplexed connection (a blocked command holds
+        up its connection), not through redis-py.
+        """
         queue, executors = claimer.groups[0]
         keys = self._queue(queue)
         wait_keys = [keys.notify(executor) for executor in executors]
@@ -384,11 +391,19 @@ class RedisBroker(QueueBroker):
             for other, more in claimer.groups[1:]:
                 wait_keys.extend(self._queue(other).notify(executor) for executor in more)
         seconds = max(1.0, self._socket_timeout - 1.0)
-        popped = await self._client.blpop(wait_keys, timeout=seconds)
+        wire = self._blockers.get(claimer.lanes)
+        if wire is None:
+            wire = self._blockers[claimer.lanes] = Wire(self._client)
+        popped = await wire.call_blocking(seconds, "BLPOP", *wait_keys, seconds)
         if popped is not None and not claimer.waiters:
-            await self._client.rpush(popped[0], popped[1])
+            await self._wire.call("RPUSH", popped[0], popped[1])
 
-    async def _claim_batch(self, claimer: Claimer, want: int) -> list[Delivery]:
+    async def _claim_batch(self, claimer: Claimer, want: int) -> tuple[list[Delivery], bool]:
+        """Claim up to ``want`` deliveries; also True when the lanes ran out before that.
+
+        Lanes that ran out are empty at the moment of the claim, so the fetcher may block:
+        any task made ready afterwards pushes a wake-up token.
+        """
         claimed: list[Delivery] = []
         for queue, executors in claimer.groups:
             if want <= 0:
@@ -396,7 +411,7 @@ class RedisBroker(QueueBroker):
             raw = await self._run("claim", queue, int(self.lease * 1000), want, *executors)
             want -= len(raw) // 5
             claimed.extend(await self._accept(queue, raw))
-        return claimed
+        return claimed, want > 0
 
     async def _accept(self, queue: str, raw: list[Any]) -> list[Delivery]:
         """Build deliveries from a claim's reply; dead-letter malformed messages."""
