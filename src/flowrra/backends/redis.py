@@ -78,14 +78,33 @@ async def _deliver(callback: UpdateListener, event: dict[str, Any]) -> None:
         logger.exception("update listener %r failed", callback)
 
 
-_FINISHED_STATES = tuple(
-    ("|" + status.value).encode() for status in _STATUSES if is_terminal(status)
-)
+_FINISHED = frozenset(status.value for status in _STATUSES if is_terminal(status))
 
 
-def _finished(state: bytes) -> bool:
-    """True when a state value (``<fence>|<status>``) names a finished status."""
-    return state.endswith(_FINISHED_STATES)
+def _invalid(task_id: str, error: BaseException) -> BackendError:
+    return BackendError(
+        f"the stored record of task {task_id!r} is not a valid JSON record "
+        f"({type(error).__name__})"
+    )
+
+
+def _parse_record(task_id: str, raw: bytes | str) -> dict[str, Any]:
+    """The JSON object in ``raw``, with a string status; BackendError otherwise."""
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            raise TypeError("not a JSON object with a status")
+    except (ValueError, TypeError, RecursionError) as error:
+        raise _invalid(task_id, error) from None
+    return data
+
+
+def _record_of(task_id: str, data: dict[str, Any]) -> TaskResult:
+    """The record ``data`` (a parsed JSON object) holds; BackendError if it is not one."""
+    try:
+        return TaskResult.from_dict(data)
+    except (ValueError, TypeError, KeyError) as error:
+        raise _invalid(task_id, error) from None
 
 
 def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
@@ -96,10 +115,7 @@ def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
             raise TypeError("not a JSON object")
         return TaskResult.from_dict(data)
     except (ValueError, TypeError, KeyError, RecursionError) as error:
-        raise BackendError(
-            f"the stored record of task {task_id!r} is not a valid JSON record "
-            f"({type(error).__name__})"
-        ) from None
+        raise _invalid(task_id, error) from None
 
 
 class RedisBackend(BaseResultBackend):
@@ -140,7 +156,6 @@ class RedisBackend(BaseResultBackend):
         self._index_keys = [self.keys.status(status.value) for status in _STATUSES]
         self._writer: Coalescer[_Write, int] = Coalescer(self._write_batch, _BATCH)
         self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
-        self._state_reader: Coalescer[str, bytes | None] = Coalescer(self._read_states, _BATCH)
         self._waiters = ResultWaiters()
         self._supervisor = Supervisor("redis-backend")
         self._done = WireSubscription(
@@ -296,11 +311,6 @@ class RedisBackend(BaseResultBackend):
 
     # -- reading ---------------------------------------------------------------------
 
-    async def _read_states(self, task_ids: list[str]) -> list[bytes | None]:
-        state = self.keys.state_prefix
-        values: list[Any] = await self._wire.call("MGET", *[state + t for t in task_ids])
-        return values
-
     async def _read_batch(self, task_ids: list[str]) -> list[bytes | None]:
         record = self.keys.record_prefix
         values: list[Any] = await self._wire.call("MGET", *[record + t for t in task_ids])
@@ -315,26 +325,24 @@ class RedisBackend(BaseResultBackend):
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait for completion, woken by the completion's pub/sub message (no polling).
 
-        The check before waiting reads the record's small state key, not the record, so
-        a task that is still running costs no decoding; a finished one is read in full.
+        The check before waiting parses the record's JSON but builds a
+        :class:`TaskResult` only when the task has finished; BackendError for a record
+        that is not a JSON object with a status.
         """
         if not self._done.subscribed:
             await self._listen()
         future = self._waiters.add(task_id)  # before the read: a completion can't slip by
         try:
-            state = await self._state_reader.submit(task_id)
-            record = None if state is None or not _finished(state) else await self.get(task_id)
+            raw = await self._reader.submit(task_id)
+            data = None if raw is None else _parse_record(task_id, raw)
         except BaseException:
             self._waiters.discard(task_id, future)
             raise
-        if state is None or record is not None:
+        if data is None or data["status"] in _FINISHED:
             self._waiters.discard(task_id, future)
-            if record is None:
+            if data is None:
                 raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
-            return record
-        if _finished(state):  # finished, then expired or deleted before it could be read
-            self._waiters.discard(task_id, future)
-            raise TaskNotFoundError(task_id, f"Task id '{task_id}' is unknown (or expired)")
+            return _record_of(task_id, data)
         return await self._waiters.until(task_id, future, timeout)
 
     def _on_done(self, data: bytes) -> None:
