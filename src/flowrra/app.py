@@ -44,6 +44,7 @@ from flowrra.registry import (
 )
 from flowrra.serialization import SCALAR_TYPES, prepare_arguments
 from flowrra.task import CANCELLED, PENDING, Task, TaskResult
+from flowrra.telemetry import Heartbeat, TelemetryStore, store_for_broker
 from flowrra.worker import Worker
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class Flowrra:
             "cpu": CPUExecutor(executor_config.cpu_workers),
         }
         self._worker: Worker | None = None
+        self._telemetry: TelemetryStore | None = None  # made on first use, for the broker
+        self._heartbeat: Heartbeat | None = None
         self._queue: QueueBroker | None = None  # the broker, once start() checked its kind
         self._running = False
         self._lifecycle = asyncio.Lock()
@@ -189,6 +192,19 @@ class Flowrra:
         """How many tasks this process's worker is running now (0 without a worker)."""
         worker = self._worker
         return 0 if worker is None else worker.running
+
+    @property
+    def telemetry(self) -> TelemetryStore:
+        """Where workers publish presence and counts: Redis with a Redis broker (every
+        process of the app sees every worker), else this process's memory."""
+        if self._telemetry is None:
+            self._telemetry = store_for_broker(self._broker)
+        return self._telemetry
+
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The heartbeat of this process's worker, or ``None`` without a worker."""
+        return self._heartbeat
 
     @property
     def is_running(self) -> bool:
@@ -282,6 +298,14 @@ class Flowrra:
                     max_deliveries=self.config.executor.max_deliveries,
                 )
                 await self._worker.start()
+                self._heartbeat = Heartbeat(
+                    self._worker,
+                    self.telemetry,
+                    queues=_check_queues(queues),
+                    concurrency={n: e.concurrency for n, e in self._executors.items()},
+                    interval=self.config.executor.heartbeat_interval,
+                )
+                await self._heartbeat.start()
             self._running = True
             if self._recorder.publishes_updates:
                 await self._backend.listen_updates(self._relay_update)  # type: ignore[attr-defined]
@@ -325,6 +349,9 @@ class Flowrra:
             worker, self._worker = self._worker, None
             if worker is not None:
                 await worker.stop(grace=timeout if wait else 0)
+            heartbeat, self._heartbeat = self._heartbeat, None
+            if heartbeat is not None:
+                await heartbeat.stop()
             if isinstance(self._queue, MinimalBrokerAdapter):
                 await self._queue.stop_pump()
 

@@ -121,7 +121,9 @@ class ExecutorConfig(_SafeRepr):
     ``cpu_bound`` tasks. ``max_queue_size``: tasks waiting in the in-memory queue before
     ``submit`` waits for room (back-pressure). ``max_retries`` / ``retry_delay``: defaults
     for tasks that don't set their own. ``max_deliveries``: how many times a task whose
-    worker process dies is delivered before it is dead-lettered.
+    worker process dies is delivered before it is dead-lettered. ``heartbeat_interval``:
+    seconds between two publications of the worker's presence and counts (a worker is
+    shown alive while its last heartbeat is at most three intervals old).
     """
 
     io_workers: int = 4
@@ -130,8 +132,10 @@ class ExecutorConfig(_SafeRepr):
     max_retries: int = 3
     retry_delay: float = 1.0
     max_deliveries: int = 3
+    heartbeat_interval: float = 5.0
 
     def __post_init__(self) -> None:
+        _positive("ExecutorConfig.heartbeat_interval", self.heartbeat_interval)
         if self.cpu_workers is None:
             self.cpu_workers = os.cpu_count() or 1
         for name in ("io_workers", "cpu_workers", "max_queue_size", "max_deliveries"):
@@ -213,6 +217,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "socket_timeout": float,
     "retry_delay": float,
     "check_interval": float,
+    "heartbeat_interval": float,
     "ttl": _parse_optional_float,
     "retry_on_timeout": _parse_bool,
     "enabled": _parse_bool,

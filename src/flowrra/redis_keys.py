@@ -30,6 +30,9 @@ Result-backend keys share the hash tag ``{results}`` (one slot per prefix)::
 
 Completions are published on ``<prefix>:{results}:done``, every stored record on
 ``<prefix>:{results}:updates``.
+
+Worker telemetry (presence, throughput, task stats) uses the broker's prefix and the hash
+tag ``{telemetry}``; see :class:`TelemetryKeys`.
 """
 
 from __future__ import annotations
@@ -207,3 +210,45 @@ class BackendKeys:
     def done(self) -> str:
         """The pub/sub channel completions are announced on."""
         return self.base + "done"
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryKeys:
+    """The keys of worker telemetry of one broker prefix (all in the ``{telemetry}`` slot)::
+
+        <prefix>:{telemetry}:workers          zset    worker id -> last heartbeat (ms)
+        <prefix>:{telemetry}:worker:<id>      string  the worker's presence (JSON), expires
+        <prefix>:{telemetry}:minute:<start>   hash    succeeded/failed/retried of the minute
+                                                      starting at <start> (UNIX s), expires
+        <prefix>:{telemetry}:tasks            set     task names with stats
+        <prefix>:{telemetry}:task:<name>      hash    outcome counts, duration sum and buckets
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def base(self) -> str:
+        """The common start of every telemetry key."""
+        return f"{self.prefix}:{{telemetry}}:"
+
+    @property
+    def workers(self) -> str:
+        """The index of workers by last heartbeat."""
+        return self.base + "workers"
+
+    def worker(self, worker_id: str) -> str:
+        """The presence record of ``worker_id``."""
+        return f"{self.base}worker:{worker_id}"
+
+    def minute(self, start: int) -> str:
+        """The throughput counts of the minute starting at ``start`` (UNIX seconds)."""
+        return f"{self.base}minute:{start}"
+
+    @property
+    def tasks(self) -> str:
+        """The set of task names with stats."""
+        return self.base + "tasks"
+
+    def task(self, name: str) -> str:
+        """The stats of task ``name``."""
+        return f"{self.base}task:{name}"

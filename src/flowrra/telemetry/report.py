@@ -1,0 +1,44 @@
+"""Telemetry as the management API shows it: plain, JSON-ready values."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flowrra.telemetry.stats import TaskStats
+from flowrra.telemetry.store import TelemetryStore, iso
+
+#: How many minutes ``get_stats()["throughput"]`` covers (the current one included).
+THROUGHPUT_MINUTES = 15
+
+
+async def workers_report(store: TelemetryStore, now: float | None = None) -> list[dict[str, Any]]:
+    """Every worker seen within the presence TTL, as ``get_stats()["workers"]`` lists them."""
+    moment = time.time() if now is None else now
+    return [worker.to_dict(moment) for worker in await store.workers(moment)]
+
+
+async def throughput_report(
+    store: TelemetryStore, now: float | None = None, minutes: int = THROUGHPUT_MINUTES
+) -> list[dict[str, Any]]:
+    """The last ``minutes`` minutes up to the current one, oldest first, summed over all
+    workers: ``{"minute": ISO start, "succeeded", "failed", "retried"}``."""
+    moment = time.time() if now is None else now
+    current = int(moment) // 60 * 60
+    starts = [current - 60 * back for back in range(minutes - 1, -1, -1)]
+    counts = await store.throughput(starts)
+    return [
+        {
+            "minute": iso(start),
+            "succeeded": count.succeeded,
+            "failed": count.failed,
+            "retried": count.retried,
+        }
+        for start, count in zip(starts, counts, strict=True)
+    ]
+
+
+async def task_stats_report(store: TelemetryStore) -> list[dict[str, Any]]:
+    """Every task name's totals (``TaskStats.to_dict``), sorted by name."""
+    stats: dict[str, TaskStats] = await store.task_stats()
+    return [stats[name].to_dict() for name in sorted(stats)]
