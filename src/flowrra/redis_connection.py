@@ -253,31 +253,39 @@ async def close_client(client: Client) -> None:
 class Coalescer(Generic[ItemT, ResultT]):
     """Coalesces concurrent calls into batches: one round trip serves many callers.
 
-    :meth:`submit` queues an item and waits for its result. One flush runs at a time: the
-    items submitted while a batch is on the wire form the next batch (at most
-    ``max_batch`` items), so under load a round trip carries everything that piled up,
-    and an idle caller pays one round trip with no added delay. ``run`` receives a batch
-    and returns one result per item, in order; if it raises, every caller of that batch
-    gets the exception.
+    :meth:`submit` queues an item and waits for its result. Items submitted in the same
+    event-loop pass form one batch (at most ``max_batch`` items). While a batch is on the
+    wire the next one collects; only when ``max_batch`` items are waiting does another
+    batch go out before the first returns, up to ``max_in_flight`` batches at once, so a
+    burst keeps Redis and this process busy at the same time while an idle caller still
+    pays one round trip with no added delay. Batches are started in submission order (on
+    a :class:`~flowrra.redis_wire.Wire` they also run in that order, even when re-sent
+    after a reconnection). ``run`` receives a batch and returns one result per item, in
+    order; if it raises, every caller of that batch gets the exception.
     """
 
     def __init__(
         self,
         run: Callable[[list[ItemT]], Awaitable[list[ResultT]]],
         max_batch: int = 1000,
+        max_in_flight: int = 4,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: ItemT) -> ResultT:
         """Queue ``item`` for the next batch and return its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
         self._pending.append((item, future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._pump)
         return await future
 
     async def submit_all(self, items: list[ItemT]) -> list[ResultT]:
@@ -288,18 +296,32 @@ class Coalescer(Generic[ItemT, ResultT]):
             future: asyncio.Future[ResultT] = loop.create_future()
             self._pending.append((item, future))
             futures.append(future)
-        if self._flusher is None and futures:
-            self._flusher = loop.create_task(self._flush())
+        if futures and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._pump)
         return list(await asyncio.gather(*futures))
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                await self._send(batch)
-        finally:
-            self._flusher = None
+    def _pump(self) -> None:
+        """Start the batches the limits allow (called after submits and after each batch)."""
+        self._scheduled = False
+        pending, size = self._pending, self._max_batch
+        loop = asyncio.get_running_loop()
+        while pending and (
+            self._in_flight == 0
+            or (len(pending) >= size and self._in_flight < self._max_in_flight)
+        ):
+            batch = pending[:size]
+            del pending[:size]
+            self._in_flight += 1
+            sending = loop.create_task(self._send(batch))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Task[None]) -> None:
+        self._sending.discard(sending)
+        self._in_flight -= 1
+        if self._pending:
+            self._pump()
 
     async def _send(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
         try:

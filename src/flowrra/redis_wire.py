@@ -36,6 +36,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError
 
 from flowrra.exceptions import BackendError
 from flowrra.redis_connection import (
@@ -143,6 +144,13 @@ class _Protocol(asyncio.Protocol):
 _MISSING = object()
 
 
+def _reply_error(message: str) -> ResponseError | BusyLoadingError:
+    """The exception for an error reply; ``LOADING`` (a restarting server) is transient."""
+    if message.startswith("LOADING"):
+        return BusyLoadingError(message)
+    return ResponseError(message)
+
+
 class _Settings:
     """How to reach and log in to the server a redis-py client points at."""
 
@@ -205,6 +213,7 @@ class Wire:
         self._settings = _Settings(client)
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self._retrying: asyncio.Lock | None = None
         self._closed = False
 
     async def _connection(self) -> _Protocol:
@@ -225,7 +234,28 @@ class Wire:
         protocol = self._protocol
         if protocol is None or protocol.closed.done():
             protocol = await self._connection()
-        future = protocol.send(payload)
+        return await self._reply(protocol, protocol.send(payload), blocks)
+
+    async def _again(self, payload: bytes, blocks: float, delay: float) -> Reply:
+        """Send a command again after its connection failed, in the order they failed.
+
+        Commands in flight fail in the order they were sent and queue here in that order
+        (the lock is first come, first served), so a batch sent after another is never
+        re-sent before it: pipelined batches keep their order across a reconnection.
+        """
+        if self._retrying is None:
+            self._retrying = asyncio.Lock()
+        async with self._retrying:
+            protocol = self._protocol
+            if protocol is None or protocol.closed.done():
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                protocol = await self._connection()
+            future = protocol.send(payload)
+        return await self._reply(protocol, future, blocks)
+
+    async def _reply(
+        self, protocol: _Protocol, future: asyncio.Future[Reply], blocks: float
+    ) -> Reply:
         timeout = self._settings.timeout
         if timeout is None:
             return await future
@@ -240,20 +270,25 @@ class Wire:
         """Send one packed command and return its reply (retried if the connection fails).
 
         ``blocks``: seconds the command may block in Redis, added to the reply timeout.
+        Commands re-sent after a lost connection go out in the order they were first sent.
         A Redis error reply raises :class:`redis.exceptions.ResponseError`.
         """
         delay = 0.05
         for attempt in range(RETRIES + 1):
             try:
-                reply = await self._once(payload, blocks)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if attempt == 0:
+                    reply = await self._once(payload, blocks)
+                else:
+                    reply = await self._again(payload, blocks, delay)
+                    delay = min(delay * 2, 1.0)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise _reply_error(str(reply))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
                 if attempt == RETRIES or self._closed:
                     raise
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
+                if isinstance(error, BusyLoadingError):  # the connection is fine: wait here
+                    await asyncio.sleep(delay * (0.5 + random.random()))
                 continue
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
