@@ -273,13 +273,16 @@ async def test_health_of_the_memory_setup(app: Flowrra, manager: FlowrraManager)
     assert stopped["healthy"] is False
     assert stopped["status"] == "unhealthy"
     assert stopped["checks"]["app"]["healthy"] is False
-    assert stopped["reasons"] == ["the app is not running (call app.start())"]
+    assert stopped["reasons"] == [
+        "the app is not running (call app.start())",
+        "no alive worker serves queue(s) default",
+    ]
     async with app:
         running = await manager.health_check()
     assert running["healthy"] is True
     assert running["status"] == "healthy"
     assert running["reasons"] == []
-    assert set(running["checks"]) == {"broker", "backend", "app", "scheduler"}
+    assert set(running["checks"]) == {"broker", "backend", "app", "scheduler", "workers"}
     assert all(check["healthy"] for check in running["checks"].values())
     assert running["checks"]["scheduler"]["configured"] is False
     with pytest.raises(ValueError, match="timeout"):

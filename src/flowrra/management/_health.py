@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from flowrra.brokers.base import QueueBroker
+from flowrra.telemetry.health import workers_check
 
 if TYPE_CHECKING:
     from flowrra.app import Flowrra
@@ -89,6 +90,7 @@ async def health_check(app: Flowrra, timeout: float) -> dict[str, Any]:
         "backend": _backend,
         "app": _app,
         "scheduler": _scheduler,
+        "workers": workers_check,
     }
     results = await asyncio.gather(
         *(_probe(name, _bound(part, app), timeout) for name, part in parts.items())

@@ -15,6 +15,7 @@ from flowrra.management._records import RecordFilter, list_records
 from flowrra.management._schedules import ScheduleManager
 from flowrra.registry import TaskFunction
 from flowrra.task import FAILED, TaskResult, TaskStatus
+from flowrra.telemetry.report import task_stats, telemetry_stats
 
 
 def _task_info(task: TaskFunction[..., Any]) -> dict[str, Any]:
@@ -79,10 +80,14 @@ class FlowrraManager:
         ``results``: records per status (``backend.count_by_status``), or ``None`` when
         the backend cannot count them. ``queue_details``: one dict per queue (``queue``,
         ``ready``, ``by_priority``, ``delayed``, ``in_flight``, ``dead``, ``oldest_age``);
-        ``[]`` for a broker that cannot tell.
+        ``[]`` for a broker that cannot tell. ``workers``: every worker heard from in the
+        last 10 minutes (presence, counts, ``alive``); ``throughput``: tasks ended per
+        minute over the last 15 minutes, oldest first, summed over workers (both ``[]``
+        with ``telemetry_error`` when the store cannot be read; see docs/management.md).
         """
         queues, queues_error = await self._queue_counts()
         results, results_error = await self._result_counts()
+        telemetry = await telemetry_stats(self.app)
         return {
             "app": {"running": self.app.is_running},
             "queues": queues,
@@ -92,6 +97,7 @@ class FlowrraManager:
             "results_error": results_error,
             "scheduler": await self._schedules.get_scheduler_stats(),
             "queue_details": await _dead_letters.queue_details(self.app),
+            **telemetry,
         }
 
     async def _queue_counts(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -132,16 +138,28 @@ class FlowrraManager:
 
         Returns ``healthy`` (bool), ``status`` (``"healthy"``/``"unhealthy"``),
         ``reasons`` (one string per failed check), ``checked_at`` and ``checks``:
-        ``broker``, ``backend``, ``app`` and ``scheduler``, each with ``healthy``,
-        ``reason`` (why not) and ``detail``. Redis parts must answer ``PING`` within
-        ``timeout`` seconds; the app must be running; a scheduler, if any, must run while
-        the app runs.
+        ``broker``, ``backend``, ``app``, ``scheduler`` and ``workers``, each with
+        ``healthy``, ``reason`` (why not) and ``detail``. Redis parts must answer ``PING``
+        within ``timeout`` seconds; the app must be running; a scheduler, if any, must run
+        while the app runs; every queue of the app's tasks needs an alive worker (or this
+        process runs one), and no worker seen in the last 10 minutes may have a stale
+        heartbeat.
         """
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         report = await health_check(self.app, float(timeout))
         report["checked_at"] = datetime.now(UTC).isoformat()
         return report
+
+    async def get_task_stats(self) -> list[dict[str, Any]]:
+        """Outcomes and run durations per task name, over every worker and restart, by name.
+
+        Each: ``name``, ``outcomes`` (``success``, ``failed``, ``retried``,
+        ``cancelled``) and ``duration`` of successful runs (``count``, ``sum``, ``avg``,
+        estimated ``p50``/``p95``/``p99`` in seconds, and cumulative ``buckets`` as
+        ``{"le": seconds or None, "count"}``). Raises what the telemetry store raises.
+        """
+        return await task_stats(self.app)
 
     # -- registered tasks --------------------------------------------------------------
 
