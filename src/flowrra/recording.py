@@ -45,12 +45,12 @@ def add_attempt(task: Task, started_at: datetime | None, error: BaseException | 
     """Append the attempt that just failed to ``task.attempts`` before it is retried.
 
     Call it after ``task.current_retry`` was raised for the next attempt; the entry names
-    ``task.worker``. The history is replaced, not changed in place, so records already
-    stored keep the history they had.
+    ``task.worker``. The history is a tuple, replaced rather than changed, so records
+    already stored keep the history they had.
     """
     message = describe_error(error) if isinstance(error, BaseException) else error
     entry = attempt_entry(task.current_retry, started_at, utcnow(), message, task.worker)
-    task.attempts = [*(task.attempts or ()), entry]
+    task.attempts = (*task.attempts, entry)
 
 
 async def store_and_publish(backend: BaseResultBackend, bus: EventBus, record: TaskResult) -> None:
@@ -190,7 +190,7 @@ class TaskRecorder:
                 deliveries=deliveries,
                 traceback=trace,
                 worker=task.worker,
-                attempts=list(task.attempts or ()),
+                attempts=task.attempts,
             ),
             fence=fence,
         )

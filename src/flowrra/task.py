@@ -64,7 +64,8 @@ class TaskResult:
     runs) the latest attempt (``None`` before any ran). ``attempts`` lists the attempts
     that ended in a retry, oldest first, each ``{"attempt", "started_at", "finished_at",
     "error", "worker"}`` (ISO times): empty for a task that ran once; the latest attempt is
-    the one the other fields describe.
+    the one the other fields describe. It is a tuple (a list in :attr:`to_dict`): records
+    share the empty one, so a task that runs once allocates nothing for it.
     """
 
     task_id: str
@@ -81,7 +82,7 @@ class TaskResult:
     deliveries: int = 0
     traceback: str | None = None
     worker: str | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: tuple[dict[str, Any], ...] = ()
 
     @property
     def is_complete(self) -> bool:
@@ -114,7 +115,7 @@ class TaskResult:
             "deliveries": self.deliveries,
             "traceback": self.traceback,
             "worker": self.worker,
-            "attempts": self.attempts,
+            "attempts": list(self.attempts),
         }
 
     @classmethod
@@ -135,7 +136,7 @@ class TaskResult:
             deliveries=int(data.get("deliveries", 0)),
             traceback=data.get("traceback"),
             worker=data.get("worker"),
-            attempts=list(data.get("attempts") or ()),
+            attempts=tuple(data.get("attempts") or ()),
         )
 
 
@@ -168,7 +169,7 @@ class Task:
     timeout: float | None = None
     eta: float | None = None
     submitted_at: datetime | None = None
-    attempts: list[dict[str, Any]] | None = None
+    attempts: tuple[dict[str, Any], ...] = ()
     worker: str | None = None
 
     def __lt__(self, other: Task) -> bool:
@@ -201,7 +202,7 @@ class Task:
             "submitted_at": _iso(self.submitted_at),
         }
         if self.attempts:
-            message["attempts"] = self.attempts
+            message["attempts"] = list(self.attempts)
         return message
 
     @classmethod
@@ -233,14 +234,13 @@ class Task:
         )
 
 
-def _check_attempts(value: Any) -> list[dict[str, Any]] | None:
-    """A message's attempt history: None when absent or empty; TypeError if not a list of
-    objects."""
+def _check_attempts(value: Any) -> tuple[dict[str, Any], ...]:
+    """A message's attempt history (empty when absent); TypeError if not a list of objects."""
     if not value:
-        return None
+        return ()
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise TypeError("message 'attempts' must be a list of objects")
-    return value
+    return tuple(value)
 
 
 def attempt_entry(
@@ -275,7 +275,7 @@ def live_record(
         kwargs=task.kwargs,
         deliveries=deliveries,
         worker=task.worker,
-        attempts=list(task.attempts or ()),
+        attempts=task.attempts,
     )
 
 

@@ -244,7 +244,7 @@ class Worker:
             delivery.deliveries,
             None,
             task.worker,
-            task.attempts or [],
+            task.attempts,
         )
         if (
             not self._interrupts

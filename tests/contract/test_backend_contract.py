@@ -47,17 +47,17 @@ async def test_the_worker_and_attempt_history_are_kept(backend: BaseResultBacken
         for n in (1, 2)
     ]
     for status in (TaskStatus.RETRYING, TaskStatus.FAILED):
-        stored = record("t2", status, retries=2, worker="host-3", attempts=attempts)
+        stored = record("t2", status, retries=2, worker="host-3", attempts=tuple(attempts))
         await backend.store("t2", stored)
         loaded = await backend.get("t2")
         assert loaded is not None
-        assert (loaded.worker, loaded.attempts) == ("host-3", attempts)
+        assert (loaded.worker, loaded.attempts) == ("host-3", tuple(attempts))
         assert loaded.to_dict["attempts"] == attempts
     fresh = record("t3", TaskStatus.SUCCESS)
     await backend.store("t3", fresh)
     loaded = await backend.get("t3")
     assert loaded is not None
-    assert (loaded.worker, loaded.attempts) == (None, [])
+    assert (loaded.worker, loaded.attempts) == (None, ())
 
 
 async def test_get_unknown_is_none(backend: BaseResultBackend) -> None:

@@ -338,7 +338,7 @@ async def test_queue_details_skip_cancelled_tasks_and_unknown_ages(broker: Queue
 async def test_a_retry_carries_the_attempt_history(broker: QueueBroker) -> None:
     await broker.enqueue(make_task("flaky"))
     delivery = await broker.claim([IO])
-    assert delivery.task.attempts is None, "a first attempt carries no history"
+    assert delivery.task.attempts == (), "a first attempt carries no history"
     history = [
         {
             "attempt": 1,
@@ -349,8 +349,8 @@ async def test_a_retry_carries_the_attempt_history(broker: QueueBroker) -> None:
         }
     ]
     delivery.task.current_retry = 1
-    delivery.task.attempts = history
+    delivery.task.attempts = tuple(history)
     assert await broker.retry(delivery, 0)
     again = await asyncio.wait_for(broker.claim([IO]), 2)
-    assert again.task.attempts == history
+    assert again.task.attempts == tuple(history)
     assert await broker.ack(again)

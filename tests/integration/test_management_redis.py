@@ -236,7 +236,7 @@ async def test_records_carry_the_attempt_history_through_redis(app: Flowrra) -> 
     ]
     assert record.worker is not None
     assert {a["worker"] for a in record.attempts} == {record.worker}
-    assert (single.worker, single.attempts) == (record.worker, [])
+    assert (single.worker, single.attempts) == (record.worker, ())
     stored = await manager.get_task_result(task_id)
     assert stored is not None
-    assert stored["attempts"] == record.attempts
+    assert stored["attempts"] == list(record.attempts)
