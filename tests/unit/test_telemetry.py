@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flowrra import Config, ExecutorConfig, Flowrra
-from flowrra.config import ConfigurationError
+from flowrra.exceptions import ConfigurationError
 from flowrra.management import FlowrraManager
 from flowrra.telemetry import (
     DURATION_BOUNDS,
