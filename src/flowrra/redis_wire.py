@@ -280,7 +280,6 @@ class Wire:
                     reply = await self._once(payload, blocks)
                 else:
                     reply = await self._again(payload, blocks, delay)
-                    delay = min(delay * 2, 1.0)
                 if isinstance(reply, hiredis.ReplyError):
                     raise _reply_error(str(reply))
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
@@ -288,6 +287,8 @@ class Wire:
                     raise
                 if isinstance(error, BusyLoadingError):  # the connection is fine: wait here
                     await asyncio.sleep(delay * (0.5 + random.random()))
+                if attempt > 0:
+                    delay = min(delay * 2, 1.0)
                 continue
             return reply
         raise AssertionError("unreachable")  # pragma: no cover

@@ -281,7 +281,8 @@ class RedisBackend(BaseResultBackend):
 
     async def store(self, task_id: str, result: TaskResult) -> None:
         """Save the record; a finished one gets the TTL and wakes waiters everywhere."""
-        await self._start()
+        if not self._started:
+            await self._start()
         await self._writer.submit(self._write(task_id, result, ""))
 
     async def store_fenced(self, task_id: str, result: TaskResult, fence: int) -> bool:
@@ -291,7 +292,8 @@ class RedisBackend(BaseResultBackend):
         every claim of a queue). Returns False, storing nothing, when the record was
         written by a later claim: the caller lost its lease and must drop its outcome.
         """
-        await self._start()
+        if not self._started:
+            await self._start()
         return await self._writer.submit(self._write(task_id, result, str(fence))) == 1
 
     async def _write_batch(self, batch: list[_Write]) -> list[int]:
@@ -318,7 +320,8 @@ class RedisBackend(BaseResultBackend):
 
     async def get(self, task_id: str) -> TaskResult | None:
         """The latest record, or None for an unknown or expired id."""
-        await self._start()
+        if not self._started:
+            await self._start()
         raw = await self._reader.submit(task_id)
         return None if raw is None else decode_record(task_id, raw)
 

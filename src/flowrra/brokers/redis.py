@@ -304,9 +304,12 @@ class RedisBroker(QueueBroker):
         With ``max_size`` set, waits (without polling: a claim publishes ``room``) while
         the task's queue holds ``max_size`` waiting tasks.
         """
-        await self._start()
+        if not self._started:
+            await self._start()
         queue = task.queue
-        await self._register_lane(task_lane(task), queue)
+        lane = task_lane(task)
+        if lane not in self._lanes_known:
+            await self._register_lane(lane, queue)
         entry: _Entry = (
             task.id,
             self._encode(task),
