@@ -61,12 +61,19 @@ def _read_body() -> bytes | None:
 
 
 def ui_request(subpath: str, body: bytes) -> UIRequest:
-    """The :class:`UIRequest` of the current Flask request, routed to ``subpath``."""
+    """The :class:`UIRequest` of the current Flask request, routed to ``subpath``.
+
+    The ``host`` header is Werkzeug's view of the host (``request.host``, checked against
+    ``trusted_hosts`` and rewritten by a proxy fix), so the cross-site check compares the
+    ``Origin`` with the host the browser used.
+    """
+    headers = _first_values([(k.lower(), v) for k, v in request.headers.items()])
+    headers["host"] = request.host  # as Werkzeug sees it (trusted_hosts, proxy fixes)
     return UIRequest(
         method=request.method.upper(),
         path="/" + subpath,
         query=_first_values(list(request.args.items(multi=True))),
-        headers=_first_values([(k.lower(), v) for k, v in request.headers.items()]),
+        headers=headers,
         body=body,
         root_path=_root_path(subpath),
     )
