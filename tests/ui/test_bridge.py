@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -335,3 +336,50 @@ def test_the_started_app_is_stopped_at_interpreter_exit(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["running before exit: True", "running at exit: False"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_new_bridge_instead_of_hanging(tmp_path: Path) -> None:
+    script = tmp_path / "fork_check.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, os, warnings
+            from flowrra.ui.bridge import default_bridge
+
+            async def pid() -> int:
+                await asyncio.sleep(0)
+                return os.getpid()
+
+            parent = default_bridge()
+            assert parent.run(pid()) == os.getpid()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+                child = os.fork()
+            if child == 0:
+                try:
+                    assert parent.closed
+                    fresh = default_bridge()
+                    assert fresh is not parent
+                    assert fresh.run(pid(), timeout=10) == os.getpid()
+                    fresh.close()
+                except BaseException as error:
+                    print("child failed:", repr(error), flush=True)
+                    os._exit(1)
+                os._exit(0)
+            _, status = os.waitpid(child, 0)
+            print("child exit:", os.waitstatus_to_exitcode(status))
+            print("parent still works:", parent.run(pid()) == os.getpid())
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["child exit: 0", "parent still works: True"], done.stdout

@@ -281,3 +281,13 @@ def test_a_stopped_app_is_started_as_a_client_by_the_first_request(bridge: LoopB
         assert app._worker is None  # a client: the dashboard never runs tasks itself
     finally:
         bridge.run(app.stop())
+
+
+def test_an_app_that_cannot_start_answers_503_json() -> None:
+    app = Flowrra.from_urls(broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/0")
+    client = client_for(app)
+    for path in ["/api/stats", "/", "/api/events"]:
+        response = client.get(PREFIX + path)
+        assert response.status_code == 503, path
+        assert "cannot reach Redis" in error_of(response)
+    assert not app.is_running

@@ -27,6 +27,11 @@ loop**, whichever that is (:meth:`LoopBridge.ensure_app_started` says which):
 Forwarding to the app's loop, rather than refusing every app started elsewhere, keeps the
 one setup that must work (an ASGI server owning the app) working with no extra code, while
 the error covers the one case where the loop is invisible.
+
+A forked child (a pre-forking server) inherits no bridge thread: the bridges of the parent
+refuse work there, and :func:`default_bridge` makes a new one. The end of the module holds
+what the Flask and Django adapters share: :func:`call_for_view` (a dashboard call whose
+failures become JSON errors) and the server-sent events encoders.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
@@ -51,6 +57,9 @@ logger = logging.getLogger("flowrra.ui")
 
 STOP_TIMEOUT: Final = 10.0
 """Seconds an app started by the bridge gets to stop at exit or :meth:`LoopBridge.close`."""
+
+START_TIMEOUT: Final = 30.0
+"""Seconds an app started by the bridge gets to start (to reach Redis, for instance)."""
 
 _app_loops: weakref.WeakKeyDictionary[Flowrra, asyncio.AbstractEventLoop] = (
     weakref.WeakKeyDictionary()
@@ -134,6 +143,7 @@ class LoopBridge:
         self._thread.start()
         self._ready.wait()
         atexit.register(self.close)
+        _bridges.add(self)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -279,16 +289,36 @@ class LoopBridge:
         however many threads ask), stopped again by :meth:`close` and at interpreter exit;
         returns the bridge loop. Already running: returns the loop it lives on (see the
         module docstring). Raises :class:`AppLoopError` when that loop cannot be found or
-        is not running, and whatever ``app.start`` raises.
+        is not running or the app does not start within :data:`START_TIMEOUT`, and
+        whatever ``app.start`` raises.
         """
         with self._lock:
             if app.is_running:
                 return self._loop_of_running(app)
-            self.run(app.start(worker=False))
+            try:
+                self.run(app.start(worker=False), START_TIMEOUT)
+            except TimeoutError:
+                self._undo_failed_start(app)
+                raise AppLoopError(
+                    f"the Flowrra app did not start within {START_TIMEOUT:g} s"
+                ) from None
+            except BaseException:
+                self._undo_failed_start(app)
+                raise
             if app not in self._started_apps:
                 self._started_apps.append(app)
             bind_app_loop(app, self._loop)
             return self._loop
+
+    def _undo_failed_start(self, app: Flowrra) -> None:
+        """Stop an app whose start failed part way (it may be marked running with half its
+        parts up), so the next request tries a clean start again."""
+        if not app.is_running:
+            return
+        try:
+            self.run(app.stop(wait=False), STOP_TIMEOUT)
+        except Exception:
+            logger.exception("stopping the Flowrra app after a failed start failed")
 
     def _loop_of_running(self, app: Flowrra) -> asyncio.AbstractEventLoop:
         loop = _find_app_loop(app)
@@ -369,6 +399,14 @@ class LoopBridge:
         except Exception:
             logger.exception("stopping the Flowrra app started by the loop bridge failed")
 
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the bridge thread does not exist there, so refuse work
+        (``closed``) instead of queueing coroutines no thread will ever run."""
+        self._lock = threading.Lock()
+        self._started_apps = []
+        self._closed = True
+        atexit.unregister(self.close)
+
     async def _shutdown(self) -> None:
         current = asyncio.current_task()
         others = [task for task in asyncio.all_tasks() if task is not current]
@@ -380,6 +418,24 @@ class LoopBridge:
 
 _default_bridge: LoopBridge | None = None
 _default_lock = threading.Lock()
+_bridges: weakref.WeakSet[LoopBridge] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    """A forked child inherits no thread but the forking one: every bridge loop, and every
+    loop an app was bound to, is dead there. Forget them, so the child's first request
+    makes a new default bridge instead of waiting forever on a loop nobody runs."""
+    global _app_loops_lock, _default_lock, _default_bridge  # noqa: PLW0603
+    _app_loops_lock = threading.Lock()
+    _app_loops.clear()
+    for bridge in list(_bridges):
+        bridge._forget_after_fork()
+    _default_lock = threading.Lock()
+    _default_bridge = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def default_bridge() -> LoopBridge:
