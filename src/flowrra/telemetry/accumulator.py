@@ -96,8 +96,9 @@ class WorkerTelemetry:
         A run during which the wall clock was set back counts as a run of the first
         bucket (its duration is then off by less than one second).
         """
-        counters = self._tasks.get(name)
-        if counters is None:
+        try:
+            counters = self._tasks[name]
+        except KeyError:  # the first run of this name (a lookup is cheaper than .get)
             counters = self._tasks[name] = _Counters()
         elapsed = finished_at - started_at
         if elapsed <= _FIRST_BOUND:
