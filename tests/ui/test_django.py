@@ -14,23 +14,6 @@ from typing import Any, cast
 import django
 import pytest
 from django.conf import settings
-
-if not settings.configured:  # settings are process-wide: configure them once, minimally
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="flowrra-dashboard-tests",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=None,
-        INSTALLED_APPS=[],
-        DATABASES={},
-        MIDDLEWARE=[
-            "django.middleware.common.CommonMiddleware",
-            "django.middleware.csrf.CsrfViewMiddleware",
-        ],
-        USE_TZ=True,
-    )
-    django.setup()
-
 from django.http import HttpResponseBase, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import include, path
@@ -42,6 +25,24 @@ from flowrra.task import TaskResult
 from flowrra.ui.bridge import MAX_BODY, LoopBridge, default_bridge
 from flowrra.ui.django import get_urls
 from flowrra.ui.messages import UIRequest
+
+MIDDLEWARE = [
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+]
+
+if not settings.configured:  # settings are process-wide: configure them once, minimally
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="flowrra-dashboard-tests",
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=None,
+        INSTALLED_APPS=[],
+        DATABASES={},
+        MIDDLEWARE=MIDDLEWARE,
+        USE_TZ=True,
+    )
+    django.setup()
 
 PREFIX = "/ops/flowrra"
 CSRF = {"Origin": "http://testserver", "X-Flowrra-CSRF": "1"}
@@ -84,7 +85,9 @@ def mount() -> Iterator[Any]:
     def mount_dashboard(app: Flowrra, **options: Any) -> None:
         urls = ModuleType("dashboard_test_urls")
         urls.urlpatterns = [path(PREFIX[1:] + "/", include(get_urls(app, **options)))]  # type: ignore[attr-defined]
-        override = override_settings(ROOT_URLCONF=urls)
+        override = override_settings(
+            ROOT_URLCONF=urls, ALLOWED_HOSTS=["testserver"], MIDDLEWARE=MIDDLEWARE
+        )
         override.enable()
         overrides.append(override)
 
