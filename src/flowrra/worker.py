@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ logger = logging.getLogger("flowrra.worker")
 
 _now = datetime.now  # a local name: read for every task
 _FAIRNESS_STREAK = 100  # tasks a slot runs back to back before it yields to the event loop
+_CLAIM_BACKOFF = 1.0  # seconds a slot waits after the broker failed a claim
 
 
 class _Interrupt(enum.Enum):
@@ -168,9 +169,11 @@ class Worker:
             delivery = claim_nowait(lanes)
             if delivery is None:
                 streak = 0
-                delivery = await claim(lanes)
+                delivery = await self._claim_or_back_off(claim, lanes)
+                if delivery is None:
+                    continue
                 if self.stopping:  # stop() began while this slot waited
-                    await self._broker.release(delivery)
+                    await self._hand_back(delivery)
                     return
             else:
                 streak += 1
@@ -186,9 +189,32 @@ class Worker:
                 logger.exception(
                     "worker slot failed to settle task %s; handing it back", delivery.task.id
                 )
-                await self._broker.release(delivery)
+                await self._hand_back(delivery)
             finally:
                 slot.delivery = None
+
+    async def _claim_or_back_off(
+        self, claim: Callable[[Sequence[str]], Awaitable[Delivery]], lanes: list[str]
+    ) -> Delivery | None:
+        """Wait for a delivery; on a broker error, log it, wait a moment and answer None,
+        so the slot lives on and claims again (a slot never dies of a broker outage)."""
+        try:
+            return await claim(lanes)
+        except Exception:
+            logger.exception("worker slot could not claim; trying again in %.1f s", _CLAIM_BACKOFF)
+            await asyncio.sleep(_CLAIM_BACKOFF)
+            return None
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        """Release ``delivery`` to the queue; if the broker cannot be reached, log it and
+        leave the task to its lease, which returns it to the queue when it expires."""
+        try:
+            await self._broker.release(delivery)
+        except Exception:
+            logger.exception(
+                "could not hand task %s back; its lease will return it to the queue",
+                delivery.task.id,
+            )
 
     async def _handle(
         self,
