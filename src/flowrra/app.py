@@ -108,6 +108,10 @@ class Flowrra:
         self._heartbeat: Heartbeat | None = None
         self._queue: QueueBroker | None = None  # the broker, once start() checked its kind
         self._running = False
+        self._listening = False  # relaying the backend's published updates
+        self._subscription_lock = asyncio.Lock()
+        self._subscription_changes: set[asyncio.Future[None]] = set()
+        event_bus.watch(self._on_subscribers_changed)
         self._lifecycle = asyncio.Lock()
         self._scheduler: Scheduler | None = None
 
@@ -288,6 +292,8 @@ class Flowrra:
                 )
                 self._broker = MinimalBrokerAdapter(self._broker)
             self._queue = self._broker
+            await self._queue.connect()
+            await self._backend.connect()
             if worker:
                 self._worker = Worker(
                     self._queue,
@@ -308,8 +314,36 @@ class Flowrra:
                 await self._heartbeat.start()
             self._running = True
             if self._recorder.publishes_updates:
-                await self._backend.listen_updates(self._relay_update)  # type: ignore[attr-defined]
+                await self._follow_subscribers()
             await self._start_scheduler()
+
+    def _on_subscribers_changed(self) -> None:
+        """Event-bus watcher: (un)subscribe to published updates in the background."""
+        if self._running and self._recorder.publishes_updates:
+            change = asyncio.ensure_future(self._follow_subscribers())
+            self._subscription_changes.add(change)
+            change.add_done_callback(self._subscription_changes.discard)
+
+    async def _follow_subscribers(self) -> None:
+        """Relay the backend's published updates only while the app runs and the event bus
+        has subscribers: a process nobody listens in decodes no other process's records.
+
+        A subscriber added while the app runs gets every update stored once the
+        backend's subscription is confirmed (a round trip later). Never raises: a failed
+        (un)subscription is logged and tried again at the next change.
+        """
+        backend: Any = self._backend
+        async with self._subscription_lock:
+            wanted = self._running and event_bus.has_subscribers
+            try:
+                if wanted and not self._listening:
+                    await backend.listen_updates(self._relay_update)
+                elif self._listening and not wanted:
+                    await backend.stop_listening(self._relay_update)
+            except Exception:
+                logger.exception("could not change the subscription to published task updates")
+                return
+            self._listening = wanted
 
     async def _relay_update(self, event: dict[str, Any]) -> None:
         """Hand a ``task.update`` published by any process to this process's subscribers."""
@@ -343,9 +377,9 @@ class Flowrra:
                 return
             if self._scheduler is not None and self._scheduler.is_running:
                 await self._scheduler.stop()
-            if self._recorder.publishes_updates:
-                await self._backend.stop_listening(self._relay_update)  # type: ignore[attr-defined]
             self._running = False
+            if self._recorder.publishes_updates:
+                await self._follow_subscribers()
             worker, self._worker = self._worker, None
             if worker is not None:
                 await worker.stop(grace=timeout if wait else 0)
@@ -358,12 +392,15 @@ class Flowrra:
     async def close(self) -> None:
         """Stop the app, then close the broker's and the backend's connections.
 
-        Call it once at shutdown of a process that uses Redis. The app cannot be started
+        Call it once at shutdown of a process that uses Redis (the scheduler's store, if
+        any, is closed too). The app cannot be started
         again afterwards (``stop()`` alone keeps it restartable and its results readable).
         """
         await self.stop()
         await self._broker.close()
         await self._backend.close()
+        if self._scheduler is not None:
+            await self._scheduler.close()
 
     async def __aenter__(self) -> Flowrra:
         await self.start()

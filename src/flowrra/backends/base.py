@@ -41,6 +41,11 @@ class BaseResultBackend(ABC):
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait until ``task_id`` is complete and return its record."""
 
+    async def connect(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Check that the store can be reached, raising a clear error when it cannot (a
+        wrong password, an unknown host). ``Flowrra.start`` calls it, so a misconfigured
+        process fails at start rather than at its first task."""
+
     async def store_fenced(self, task_id: str, result: TaskResult, fence: int) -> bool:
         """Store ``result`` unless a newer claim of the task already wrote its record.
 

@@ -260,6 +260,11 @@ class RedisBackend(BaseResultBackend):
                 for callback in tuple(self._update_listeners):
                     await _deliver(callback, event)
 
+    async def connect(self) -> None:
+        """Check the connection now: ``BackendError`` naming the cause (never the password)
+        when Redis cannot be reached or refuses the credentials."""
+        await self._start()
+
     async def ping(self) -> bool:
         """True when Redis answers."""
         try:

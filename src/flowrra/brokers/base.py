@@ -183,6 +183,10 @@ class QueueBroker(BaseBroker):
     async def cancel(self, task_id: str) -> Task | None:
         """Remove a waiting or delayed task; returns it, or None if it was not waiting."""
 
+    async def connect(self) -> None:
+        """Check that the broker can be reached, raising a clear error when it cannot.
+        ``Flowrra.start`` calls it before anything else."""
+
     @abstractmethod
     async def counts(self) -> BrokerCounts:
         """Current sizes."""

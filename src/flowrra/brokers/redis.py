@@ -199,6 +199,11 @@ class RedisBroker(QueueBroker):
         self._supervisor.start("maintenance", self._maintain)
         self._supervisor.start("heartbeat", self._heartbeat)
 
+    async def connect(self) -> None:
+        """Check the connection and subscribe to the broker's events now: ``BackendError``
+        naming the cause (never the password) when Redis cannot be reached."""
+        await self._start()
+
     async def ping(self) -> bool:
         """True when Redis answers."""
         try:
