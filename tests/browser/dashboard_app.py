@@ -25,7 +25,9 @@ def make_app(url: str, prefix: str, schedules: str, output: Path) -> Flowrra:
         Config(
             broker=BrokerConfig(url=RedisBroker(url, prefix=prefix, lease=5.0)),
             backend=BackendConfig(url=RedisBackend(url, prefix=prefix)),
-            executor=ExecutorConfig(io_workers=4, cpu_workers=1, max_retries=0),
+            executor=ExecutorConfig(
+                io_workers=4, cpu_workers=1, max_retries=0, heartbeat_interval=1.0
+            ),
         )
     )
     app.create_scheduler(f"sqlite:///{schedules}", check_interval=1.0)

@@ -6,19 +6,36 @@ Each test saves screenshots of the pages it visits (see ``conftest.SCREENSHOTS_E
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from playwright.async_api import Page, expect
 
 from browser.conftest import Deployment
-from flowrra.task import TaskStatus
+from flowrra.ids import new_task_id
+from flowrra.task import Task, TaskStatus, utcnow
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 LIVE = 15_000  # ms a live update may take to show on a loaded 2-core machine
+
+
+async def stats_when(
+    deployment: Deployment, condition: Any, timeout: float = 15.0
+) -> dict[str, Any]:
+    """``/api/stats`` once ``condition(stats)`` holds (the workers' heartbeats flushed)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while True:
+            stats: dict[str, Any] = (await client.get(f"{deployment.base_url}/api/stats")).json()
+            if condition(stats) or time.monotonic() > deadline:
+                return stats
+            await asyncio.sleep(0.25)
 
 
 async def test_overview_shows_a_task_moving_to_success_without_a_reload(
@@ -41,6 +58,14 @@ async def test_overview_shows_a_task_moving_to_success_without_a_reload(
 
     shown = await page.locator(f'tr[data-task-id="{task_id}"] time').first.inner_text()
     assert "+00:00" not in shown, f"times must be shown in the viewer's zone, got {shown!r}"
+
+    stats = await stats_when(
+        deployment, lambda s: [w["processed"] for w in s["workers"]] == [3] and s["throughput"]
+    )
+    assert [(w["processed"], w["alive"]) for w in stats["workers"]] == [(3, True)]
+    assert sum(minute["succeeded"] for minute in stats["throughput"]) == 3
+    await page.reload()
+    await expect(page.locator("text=No tasks finished in the last 15 minutes")).to_have_count(0)
     await page.screenshot(path=str(screenshots / "overview.png"), full_page=True)
     await page.goto(f"{deployment.base_url}/tasks")
     await expect(page.locator("tr[data-task-id]")).to_have_count(3)
@@ -93,3 +118,24 @@ async def test_a_schedule_created_from_the_form_appears_in_the_list(
     assert [s["task_name"] for s in schedules] == ["send_report"]
     assert schedules[0]["args"] == ["team@example.com"]
     assert schedules[0]["next_run_at"] is not None
+
+
+async def test_a_dead_letter_is_listed_with_its_reason_and_deleted(
+    deployment: Deployment, page: Page, screenshots: Path
+) -> None:
+    # a message naming a task no worker knows: the worker dead-letters it with the reason
+    stray = Task(new_task_id(), "resize_image", ("cat.png",), {"width": 640})
+    stray.submitted_at = utcnow()
+    assert await deployment.producer.broker.enqueue(stray)  # type: ignore[attr-defined]
+    stats = await stats_when(deployment, lambda s: s["queues"]["dead"] == 1)
+    assert stats["queues"]["dead"] == 1
+
+    await page.goto(f"{deployment.base_url}/dead-letters")
+    row = page.locator(f'tr[data-letter-id="{stray.id}"]')
+    await expect(row).to_contain_text("resize_image")
+    await expect(row).to_contain_text("cat.png")
+    await page.screenshot(path=str(screenshots / "dead-letters.png"), full_page=True)
+    await row.get_by_role("button", name="Delete").click()
+    await expect(row).to_have_count(0, timeout=LIVE)
+    stats = await stats_when(deployment, lambda s: s["queues"]["dead"] == 0)
+    assert stats["queues"]["dead"] == 0
