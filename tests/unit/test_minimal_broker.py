@@ -83,3 +83,32 @@ async def test_cancel_a_delayed_task_held_by_the_adapter() -> None:
         assert record is not None
         assert record.status == TaskStatus.CANCELLED
         await app.run_until_idle(timeout=5)
+
+
+async def test_dead_letters_of_a_minimal_broker_can_be_listed_requeued_and_deleted() -> None:
+    user_broker = ListBroker()
+    app = Flowrra.from_urls(broker=user_broker)
+    async with app:
+        await user_broker.push(Task("stray-1", "no_such_task", (), {}))
+        await user_broker.push(Task("stray-2", "no_such_task", (), {}))
+        broker = app.broker
+        assert isinstance(broker, MinimalBrokerAdapter)
+        for _ in range(200):
+            if len(await broker.dead_letters()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(letter.task.id for letter in await broker.dead_letters()) == [
+            "stray-1",
+            "stray-2",
+        ]
+        assert await broker.requeue_dead("stray-1")
+        assert not await broker.requeue_dead("unknown")
+        assert await broker.delete_dead("stray-2")
+        assert not await broker.delete_dead("stray-2")
+        for _ in range(200):  # the requeued stray is claimed again and buried again
+            if [letter.task.id for letter in await broker.dead_letters()] == ["stray-1"]:
+                break
+            await asyncio.sleep(0.01)
+        assert [letter.task.id for letter in await broker.dead_letters()] == ["stray-1"]
+        assert await broker.purge_dead() == 1
+        assert await broker.dead_letters() == []

@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from flowrra._optional import load_optional
-from flowrra.brokers.base import BaseBroker, BrokerCounts, DeadLetter, Delivery, QueueBroker
+from flowrra.brokers.base import (
+    BaseBroker,
+    BrokerCounts,
+    DeadLetter,
+    Delivery,
+    QueueBroker,
+    QueueDetail,
+)
 from flowrra.brokers.memory import MemoryBroker
 from flowrra.config import BrokerConfig, redact_url
 from flowrra.exceptions import BackendError
@@ -24,6 +31,7 @@ __all__ = [
     "Delivery",
     "MemoryBroker",
     "QueueBroker",
+    "QueueDetail",
     "RedisBroker",
     "get_broker",
 ]

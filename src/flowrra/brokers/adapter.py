@@ -107,6 +107,18 @@ class MinimalBrokerAdapter(QueueBroker):
         """Tasks dead-lettered in this process."""
         return await self._local.dead_letters(limit)
 
+    async def requeue_dead(self, task_id: str) -> bool:
+        """Put a task dead-lettered in this process back in line (it runs here)."""
+        return await self._local.requeue_dead(task_id)
+
+    async def delete_dead(self, task_id: str) -> bool:
+        """Drop a task dead-lettered in this process."""
+        return await self._local.delete_dead(task_id)
+
+    async def purge_dead(self) -> int:
+        """Drop every task dead-lettered in this process."""
+        return await self._local.purge_dead()
+
     async def wait_idle(self) -> None:
         """Wait until nothing is held here and the user's broker reports size 0.
 
