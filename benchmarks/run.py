@@ -1,7 +1,7 @@
 """Run every benchmark and print their tables: ``python benchmarks/run.py [NAME ...]``.
 
-Names: ``inprocess``, ``scheduler`` (default: all). Each benchmark measures its raw
-baseline in the same run and prints it beside flowrra's figures.
+Names: ``inprocess``, ``scheduler``, ``redis``, ``dashboard`` (default: all). Each
+benchmark measures its raw baseline in the same run and prints it beside flowrra's figures.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "inprocess": HERE / "bench_inprocess.py",
     "scheduler": HERE / "bench_scheduler.py",
     "redis": HERE / "bench_redis.py",
+    "dashboard": HERE / "bench_dashboard.py",
 }
 
 
