@@ -291,3 +291,18 @@ def test_an_app_that_cannot_start_answers_503_json() -> None:
         assert response.status_code == 503, path
         assert "cannot reach Redis" in error_of(response)
     assert not app.is_running
+
+
+def test_two_dashboards_mount_side_by_side_under_their_own_names(app: Flowrra) -> None:
+    other = make_app()
+    flask_app = Flask(__name__)
+    flask_app.register_blueprint(create_blueprint(app), url_prefix="/one")
+    flask_app.register_blueprint(create_blueprint(other, name="other"), url_prefix="/two")
+    client = flask_app.test_client()
+    try:
+        assert 'href="/one/tasks"' in client.get("/one/").text
+        assert 'href="/two/tasks"' in client.get("/two/").text
+        assert client.get("/one/api/stats").get_json()["app"]["running"] is True
+        assert other.is_running  # started as a client by its first request
+    finally:
+        default_bridge().run(other.stop())
