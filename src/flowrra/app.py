@@ -108,6 +108,7 @@ class Flowrra:
         self._heartbeat: Heartbeat | None = None
         self._queue: QueueBroker | None = None  # the broker, once start() checked its kind
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._listening = False  # relaying the backend's published updates
         self._subscription_lock = asyncio.Lock()
         self._subscription_changes: set[asyncio.Future[None]] = set()
@@ -211,6 +212,16 @@ class Flowrra:
         return self._heartbeat
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop :meth:`start` ran on, while the app runs (else ``None``).
+
+        The app's connections and coroutines belong to that loop: code in other threads
+        (a sync web view, say) must hand its calls to it, for instance with
+        ``asyncio.run_coroutine_threadsafe(coro, app.loop)``.
+        """
+        return self._loop
+
+    @property
     def is_running(self) -> bool:
         """True between ``start()`` and ``stop()``."""
         return self._running
@@ -291,31 +302,39 @@ class Flowrra:
                     type(self._broker).__name__,
                 )
                 self._broker = MinimalBrokerAdapter(self._broker)
-            self._queue = self._broker
-            await self._queue.connect()
+            queue = self._queue = self._broker
+            await queue.connect()
             await self._backend.connect()
-            if worker:
-                self._worker = Worker(
-                    self._queue,
-                    self._recorder,
-                    self._registry,
-                    self._executors,
-                    queues=_check_queues(queues),
-                    max_deliveries=self.config.executor.max_deliveries,
-                )
-                await self._worker.start()
-                self._heartbeat = Heartbeat(
-                    self._worker,
-                    self.telemetry,
-                    queues=_check_queues(queues),
-                    concurrency={n: e.concurrency for n, e in self._executors.items()},
-                    interval=self.config.executor.heartbeat_interval,
-                )
-                await self._heartbeat.start()
             self._running = True
-            if self._recorder.publishes_updates:
-                await self._follow_subscribers()
-            await self._start_scheduler()
+            self._loop = asyncio.get_running_loop()
+            try:
+                if worker:
+                    await self._start_worker(queue, _check_queues(queues))
+                if self._recorder.publishes_updates:
+                    await self._follow_subscribers()
+                await self._start_scheduler()
+            except BaseException:
+                await self._stop_parts(wait=False, timeout=0)  # a failed start leaves nothing
+                raise
+
+    async def _start_worker(self, queue: QueueBroker, queues: tuple[str, ...]) -> None:
+        self._worker = Worker(
+            queue,
+            self._recorder,
+            self._registry,
+            self._executors,
+            queues=queues,
+            max_deliveries=self.config.executor.max_deliveries,
+        )
+        await self._worker.start()
+        self._heartbeat = Heartbeat(
+            self._worker,
+            self.telemetry,
+            queues=queues,
+            concurrency={n: e.concurrency for n, e in self._executors.items()},
+            interval=self.config.executor.heartbeat_interval,
+        )
+        await self._heartbeat.start()
 
     def _on_subscribers_changed(self) -> None:
         """Event-bus watcher: (un)subscribe to published updates in the background."""
@@ -373,21 +392,25 @@ class Flowrra:
         stopped and put back in the queue, never lost. Results stay readable afterwards.
         """
         async with self._lifecycle:
-            if not self._running:
-                return
-            if self._scheduler is not None and self._scheduler.is_running:
-                await self._scheduler.stop()
-            self._running = False
-            if self._recorder.publishes_updates:
-                await self._follow_subscribers()
-            worker, self._worker = self._worker, None
-            if worker is not None:
-                await worker.stop(grace=timeout if wait else 0)
-            heartbeat, self._heartbeat = self._heartbeat, None
-            if heartbeat is not None:
-                await heartbeat.stop()
-            if isinstance(self._queue, MinimalBrokerAdapter):
-                await self._queue.stop_pump()
+            if self._running:
+                await self._stop_parts(wait, timeout)
+
+    async def _stop_parts(self, wait: bool, timeout: float) -> None:
+        """Stop whatever runs (scheduler, subscription, worker, heartbeat, pump)."""
+        if self._scheduler is not None and self._scheduler.is_running:
+            await self._scheduler.stop()
+        self._running = False
+        self._loop = None
+        if self._recorder.publishes_updates:
+            await self._follow_subscribers()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop(grace=timeout if wait else 0)
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            await heartbeat.stop()
+        if isinstance(self._queue, MinimalBrokerAdapter):
+            await self._queue.stop_pump()
 
     async def close(self) -> None:
         """Stop the app, then close the broker's and the backend's connections.

@@ -228,15 +228,9 @@ async def test_static_files_and_metrics(populated: Populated) -> None:
     assert css.headers["content-type"].startswith("text/css")
     assert js.status_code == 200
     assert "X-Flowrra-CSRF" in js.text
-    try:
-        import prometheus_client  # noqa: F401
-        from flowrra.metrics import render_prometheus  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
-    except ImportError:
-        assert metrics.status_code == 404
-        assert "flowrra[metrics]" in metrics.json()["error"]
-    else:
-        assert metrics.status_code == 200, metrics.text
-        assert metrics.headers["content-type"].startswith("text/plain")
+    assert metrics.status_code == 200, metrics.text  # the dev extra installs the metrics one
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "flowrra_workers" in metrics.text
 
 
 async def test_plain_starlette_mount_follows_root_path(populated: Populated) -> None:
@@ -347,3 +341,17 @@ async def test_redis_setup_serves_pages_and_api(path: str, tmp_path: Any) -> Non
         backend = scratch_backend(prefix=prefix)
         await backend.clear()
         await backend.close()
+
+
+async def test_a_standalone_server_runs_the_tasks_of_a_memory_app(ui_app: Flowrra) -> None:
+    # no other process can see a memory broker's queue: the dashboard's server runs it
+    web = create_asgi_app(ui_app, start_app=True)
+    transport = httpx.ASGITransport(app=web)
+    async with web.router.lifespan_context(web):
+        assert ui_app.is_running
+        task_id = await ui_app.submit("add", 2, 3)
+        assert (await ui_app.wait_for_result(task_id, timeout=5)).result == 5
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            stats = (await client.get("/api/stats")).json()
+        assert [worker["alive"] for worker in stats["workers"]] == [True]
+    assert not ui_app.is_running

@@ -4,7 +4,9 @@
                                    [--basic-auth user:password] [--log-level info]
 
 The app is started as a client (``start(worker=False)``: it reads and submits, the
-worker processes run the tasks) when the server starts, and closed when it stops.
+worker processes run the tasks) when the server starts, and closed when it stops; an app
+on the in-process memory broker runs its tasks in this process, since no other process
+can see its queue.
 ``--basic-auth`` (or the ``FLOWRRA_UI_BASIC_AUTH`` environment variable, which keeps the
 password out of the process list) protects every page; without it the dashboard is open
 to whoever can reach the port, so the default bind address is 127.0.0.1.

@@ -25,6 +25,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from flowrra.app import Flowrra
+from flowrra.brokers import MemoryBroker
 from flowrra.ui.core import AuthHook, Dashboard, RedactHook
 from flowrra.ui.messages import UIRequest, UIResponse, error_response
 from flowrra.ui.security import foreign_origin, security_headers
@@ -184,6 +185,8 @@ def create_asgi_app(
     ASGI ``root_path``. ``start_app=True`` starts ``app`` as a client
     (``start(worker=False)``) when the server starts and closes it when it stops, for a
     server that serves only the dashboard; otherwise the host application runs ``app``.
+    An app on the in-process memory broker is started with its worker instead: no other
+    process can see its queue, so tasks submitted from the dashboard run here.
     """
     dashboard = Dashboard(app, auth=auth, basic_auth=basic_auth, redact=redact, title=title)
     http, websocket = _routes(dashboard)
@@ -191,7 +194,7 @@ def create_asgi_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[Mapping[str, Any]]:
         if start_app:
-            await app.start(worker=False)
+            await app.start(worker=isinstance(app.broker, MemoryBroker))
         try:
             yield {}
         finally:
