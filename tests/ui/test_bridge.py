@@ -18,7 +18,7 @@ import pytest
 
 from flowrra import Flowrra
 from flowrra.config import Config, ExecutorConfig
-from flowrra.ui.bridge import AppLoopError, LoopBridge, bind_app_loop, default_bridge
+from flowrra.ui.bridge import AppLoopError, LoopBridge, default_bridge
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -266,33 +266,34 @@ def test_an_app_started_on_another_loop_is_served_on_that_loop(bridge: LoopBridg
     assert not app.is_running  # not started by the bridge, and already stopped
 
 
-def test_a_client_started_on_an_unknown_loop_is_refused_until_bound(
-    bridge: LoopBridge,
-) -> None:
+def test_a_client_started_on_another_loop_is_served_on_that_loop(bridge: LoopBridge) -> None:
     app = make_app()
     with loop_thread() as server_loop:
-        in_loop(server_loop, app.start(worker=False))
+        in_loop(server_loop, app.start(worker=False))  # no worker coroutines to show the loop
         try:
-            with pytest.raises(AppLoopError, match="bind_app_loop"):
-                bridge.ensure_app_started(app)
-
-            async def bind() -> None:
-                bind_app_loop(app)
-
-            in_loop(server_loop, bind())
             assert bridge.ensure_app_started(app) is server_loop
-            task_id = bridge.run_for(app, app.submit("double", 1))
-            assert isinstance(task_id, str)
+
+            async def submit_where() -> tuple[str, asyncio.AbstractEventLoop]:
+                return await app.submit("double", 1), asyncio.get_running_loop()
+
+            task_id, ran_on = bridge.run_for(app, submit_where())
+            assert ran_on is server_loop
+            stored = bridge.run_for(app, app.get_result(task_id))
+            assert stored is not None
+            assert stored.status == "pending"
         finally:
             in_loop(server_loop, app.stop())
+    bridge.close()
+    assert not app.is_running
 
 
 def test_an_app_whose_loop_stopped_is_refused(bridge: LoopBridge) -> None:
     app = make_app()
     with loop_thread() as server_loop:
         in_loop(server_loop, app.start(worker=False))
-        bind_app_loop(app, server_loop)
+    # the loop was stopped and closed without stopping the app
     assert app.is_running
+    assert app.loop is server_loop
     coro = app.submit("double", 1)
     with pytest.raises(AppLoopError, match="no longer running"):
         bridge.run_for(app, coro)
@@ -383,3 +384,50 @@ def test_a_forked_child_gets_a_new_bridge_instead_of_hanging(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["child exit: 0", "parent still works: True"], done.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_refuses_an_app_left_on_the_parents_bridge(tmp_path: Path) -> None:
+    script = tmp_path / "fork_app_check.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import inspect, os, time, warnings
+            from flowrra import Flowrra
+            from flowrra.ui.bridge import AppLoopError, default_bridge
+
+            app = Flowrra()
+            default_bridge().ensure_app_started(app)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+                child = os.fork()
+            if child == 0:
+                coro = app.submit("anything")
+                began = time.monotonic()
+                try:
+                    default_bridge().run_for(app, coro, timeout=10)
+                except AppLoopError as error:
+                    quick = time.monotonic() - began < 1
+                    closed = inspect.getcoroutinestate(coro) == "CORO_CLOSED"
+                    ok = "no longer running" in str(error) and quick and closed
+                    os._exit(0 if ok else 2)
+                except BaseException as error:
+                    print("child failed:", repr(error), flush=True)
+                    os._exit(1)
+                os._exit(3)
+            _, status = os.waitpid(child, 0)
+            print("child exit:", os.waitstatus_to_exitcode(status))
+            print("parent app running:", app.is_running)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["child exit: 0", "parent app running: True"], done.stdout

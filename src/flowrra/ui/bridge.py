@@ -10,28 +10,27 @@ Flowrra objects are bound to the event loop their app was started on: the worker
 coroutines, the memory broker's wake-up futures, Redis connections and the event bus's
 subscribers all live on that loop, and touching them from another loop (or thread) breaks
 them in ways that are hard to diagnose. So every dashboard call runs **on the app's own
-loop**, whichever that is (:meth:`LoopBridge.ensure_app_started` says which):
+loop**, :attr:`Flowrra.loop <flowrra.app.Flowrra.loop>`
+(:meth:`LoopBridge.ensure_app_started` returns it):
 
 * the app is not running: the bridge starts it on the bridge loop as a client
   (``await app.start(worker=False)``), once, and stops it at interpreter exit or
   :meth:`LoopBridge.close`;
-* the app was started by the bridge, or bound with :func:`bind_app_loop`, or runs a worker
-  (or scheduler) whose coroutines show the loop: calls go to that loop with
-  :func:`asyncio.run_coroutine_threadsafe`. This is the case of Django under ASGI where the
-  user started the app in the server's loop: the sync view runs in a worker thread and the
-  call is carried over to the server's loop, where the app lives;
-* the app runs on a loop that cannot be found (started elsewhere with ``worker=False`` and
-  never bound): :class:`AppLoopError`, saying to call :func:`bind_app_loop` right after
-  ``start()``. Guessing a loop would corrupt the app's state, so the bridge refuses.
-
-Forwarding to the app's loop, rather than refusing every app started elsewhere, keeps the
-one setup that must work (an ASGI server owning the app) working with no extra code, while
-the error covers the one case where the loop is invisible.
+* the app is running, on the bridge loop or any other, with or without a worker: calls go
+  to ``app.loop`` with :func:`asyncio.run_coroutine_threadsafe`. This is the case of Django
+  under ASGI where the user started the app in the server's loop: the sync view runs in a
+  worker thread and the call is carried over to the server's loop, where the app lives;
+* the app is marked running but ``app.loop`` is closed or no longer running (in a forked
+  child, or a loop stopped without stopping the app): :class:`AppLoopError`. Running the
+  call on another loop would corrupt the app's state, so the bridge refuses.
 
 A forked child (a pre-forking server) inherits no bridge thread: the bridges of the parent
-refuse work there, and :func:`default_bridge` makes a new one. The end of the module holds
-what the Flask and Django adapters share: :func:`call_for_view` (a dashboard call whose
-failures become JSON errors) and the server-sent events encoders.
+refuse work there, :func:`default_bridge` makes a new one, and an app the parent started on
+a bridge loop is refused with :class:`AppLoopError` (its loop is dead in the child).
+
+The end of the module holds what the Flask and Django adapters share:
+:func:`call_for_view` (a dashboard call whose failures become JSON errors) and the
+server-sent events encoders.
 """
 
 from __future__ import annotations
@@ -61,46 +60,9 @@ STOP_TIMEOUT: Final = 10.0
 START_TIMEOUT: Final = 30.0
 """Seconds an app started by the bridge gets to start (to reach Redis, for instance)."""
 
-_app_loops: weakref.WeakKeyDictionary[Flowrra, asyncio.AbstractEventLoop] = (
-    weakref.WeakKeyDictionary()
-)
-_app_loops_lock = threading.Lock()
-
-
 class AppLoopError(RuntimeError):
-    """The app runs on an event loop the bridge cannot use or cannot find."""
-
-
-def bind_app_loop(app: Flowrra, loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Declare that ``app`` lives on ``loop`` (default: the loop running this coroutine's
-    thread); dashboard calls from sync views then run there.
-
-    Call it right after ``await app.start(...)`` when the app is started in your own loop,
-    for instance in an ASGI server's startup code, and the web framework's views run in
-    threads. Raises ``RuntimeError`` when ``loop`` is omitted and no loop is running.
-    """
-    target = asyncio.get_running_loop() if loop is None else loop
-    with _app_loops_lock:
-        _app_loops[app] = target
-
-
-def _find_app_loop(app: Flowrra) -> asyncio.AbstractEventLoop | None:
-    """The loop ``app`` runs on: that of its coroutines, else the bound one, else ``None``.
-
-    A started worker runs one coroutine per slot and a started scheduler one loop
-    coroutine, both asyncio tasks of the loop the app was started on: they are checked
-    first, as they cannot be stale. Then the loop given to :func:`bind_app_loop`.
-    """
-    worker = app._worker
-    for slot in worker._slots if worker is not None else ():
-        if slot.coroutine is not None:
-            return slot.coroutine.get_loop()
-    scheduler = app.scheduler
-    task = scheduler._loop_task if scheduler is not None else None
-    if task is not None:
-        return task.get_loop()
-    with _app_loops_lock:
-        return _app_loops.get(app)
+    """The app runs on an event loop the bridge cannot use (closed or not running), or a
+    blocking call was made from the loop it targets."""
 
 
 async def _next_or_end(iterator: AsyncIterator[T], end: object) -> T | object:
@@ -287,9 +249,9 @@ class LoopBridge:
 
         Not running: started on the bridge loop with ``app.start(worker=False)`` (once,
         however many threads ask), stopped again by :meth:`close` and at interpreter exit;
-        returns the bridge loop. Already running: returns the loop it lives on (see the
-        module docstring). Raises :class:`AppLoopError` when that loop cannot be found or
-        is not running or the app does not start within :data:`START_TIMEOUT`, and
+        returns the bridge loop. Already running: returns ``app.loop``, the loop it was
+        started on, wherever that was. Raises :class:`AppLoopError` when that loop is
+        closed or not running or the app does not start within :data:`START_TIMEOUT`, and
         whatever ``app.start`` raises.
         """
         with self._lock:
@@ -307,7 +269,6 @@ class LoopBridge:
                 raise
             if app not in self._started_apps:
                 self._started_apps.append(app)
-            bind_app_loop(app, self._loop)
             return self._loop
 
     def _undo_failed_start(self, app: Flowrra) -> None:
@@ -320,18 +281,15 @@ class LoopBridge:
         except Exception:
             logger.exception("stopping the Flowrra app after a failed start failed")
 
-    def _loop_of_running(self, app: Flowrra) -> asyncio.AbstractEventLoop:
-        loop = _find_app_loop(app)
-        if loop is None:
+    @staticmethod
+    def _loop_of_running(app: Flowrra) -> asyncio.AbstractEventLoop:
+        """``app.loop`` of a running app; :class:`AppLoopError` when it cannot take calls."""
+        loop = app.loop
+        if loop is None or loop.is_closed() or not loop.is_running() or loop in _forked_loops:
             raise AppLoopError(
-                "the Flowrra app was started on an event loop the dashboard cannot find: "
-                "call flowrra.ui.bridge.bind_app_loop(app) right after 'await app.start()', "
-                "or leave the app stopped and let the dashboard start it"
-            )
-        if loop.is_closed() or not loop.is_running():
-            raise AppLoopError(
-                "the Flowrra app runs on an event loop that is no longer running: "
-                "stop the app in the loop that started it, or restart it"
+                "the Flowrra app runs on an event loop that is no longer running (stopped "
+                "without stopping the app, or left in the parent process by a fork): stop "
+                "the app in the loop that started it, or start it again where it is used"
             )
         return loop
 
@@ -341,7 +299,7 @@ class LoopBridge:
         """Run ``coro`` on ``app``'s loop (starting the app first if needed); its result.
 
         The form views use: ``bridge.run_for(app, app.submit("name", 1))``. ``coro`` is
-        closed unrun if the app cannot be started or its loop found.
+        closed unrun if the app cannot be started or its loop is not running.
         """
         try:
             loop = self.ensure_app_started(app)
@@ -388,11 +346,9 @@ class LoopBridge:
             self._loop.close()
 
     def _stop_app(self, app: Flowrra) -> None:
-        """Stop ``app`` if it still lives on the bridge loop (not restarted elsewhere)."""
-        with _app_loops_lock:
-            if _app_loops.get(app) is self._loop:
-                del _app_loops[app]
-        if not app.is_running or _find_app_loop(app) not in (None, self._loop):
+        """Stop ``app`` if it still runs on the bridge loop (not stopped and restarted
+        elsewhere since)."""
+        if not app.is_running or app.loop is not self._loop:
             return
         try:
             self.run(app.stop(timeout=STOP_TIMEOUT), STOP_TIMEOUT * 2)
@@ -419,16 +375,20 @@ class LoopBridge:
 _default_bridge: LoopBridge | None = None
 _default_lock = threading.Lock()
 _bridges: weakref.WeakSet[LoopBridge] = weakref.WeakSet()
+_forked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+"""Bridge loops of the parent process, in a forked child: they still say they are running
+(their thread id was copied) but no thread runs them, so an app inherited running on one
+is refused instead of waited on."""
 
 
 def _reset_after_fork() -> None:
-    """A forked child inherits no thread but the forking one: every bridge loop, and every
-    loop an app was bound to, is dead there. Forget them, so the child's first request
-    makes a new default bridge instead of waiting forever on a loop nobody runs."""
-    global _app_loops_lock, _default_lock, _default_bridge  # noqa: PLW0603
-    _app_loops_lock = threading.Lock()
-    _app_loops.clear()
+    """A forked child inherits no thread but the forking one: every bridge loop is dead
+    there. Forget them, so the child's first request makes a new default bridge instead of
+    waiting forever on a loop nobody runs (an app inherited running has a dead ``app.loop``:
+    :class:`AppLoopError`)."""
+    global _default_lock, _default_bridge  # noqa: PLW0603
     for bridge in list(_bridges):
+        _forked_loops.add(bridge.loop)
         bridge._forget_after_fork()
     _default_lock = threading.Lock()
     _default_bridge = None
