@@ -15,6 +15,9 @@ from abc import ABC, abstractmethod
 
 from flowrra.task import TaskResult, TaskStatus
 
+#: Records read per call when a listing filters them (``list_by_task_name``'s default).
+LISTING_CHUNK = 500
+
 
 class BaseResultBackend(ABC):
     """Where task records live.
@@ -71,6 +74,32 @@ class BaseResultBackend(ABC):
     ) -> list[TaskResult]:
         """Records in ``status``, most recent first, paged by ``offset``/``limit``."""
         raise NotImplementedError(f"{type(self).__name__} does not support list_by_status()")
+
+    async def list_by_task_name(
+        self, status: TaskStatus, task_name: str, limit: int | None = None, offset: int = 0
+    ) -> list[TaskResult]:
+        """Records in ``status`` of task ``task_name`` (exact), most recent first, paged by
+        ``offset``/``limit`` after filtering.
+
+        The default reads :meth:`list_by_status` in chunks of :data:`LISTING_CHUNK` until
+        the page is full, so it raises ``NotImplementedError`` where that does; backends
+        replace it with one that skips other tasks' records without decoding them.
+        """
+        page: list[TaskResult] = []
+        skip, read = offset, 0
+        while limit is None or len(page) < limit:
+            chunk = await self.list_by_status(status, LISTING_CHUNK, read)
+            for record in chunk:
+                if record.task_name != task_name:
+                    continue
+                if skip:
+                    skip -= 1
+                elif limit is None or len(page) < limit:
+                    page.append(record)
+            if len(chunk) < LISTING_CHUNK:
+                break
+            read += len(chunk)
+        return page
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many records each status holds now (every status is a key).

@@ -28,11 +28,11 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from flowrra import _lua
-from flowrra.backends.base import BaseResultBackend
+from flowrra.backends.base import LISTING_CHUNK, BaseResultBackend
 from flowrra.backends.waiters import ResultWaiters
 from flowrra.config import BackendConfig
 from flowrra.exceptions import BackendError, TaskNotFoundError
@@ -116,6 +116,30 @@ def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
         return TaskResult.from_dict(data)
     except (ValueError, TypeError, KeyError, RecursionError) as error:
         raise _invalid(task_id, error) from None
+
+
+def _name_marker(task_name: str) -> bytes | None:
+    """The bytes every JSON encoding of the string ``task_name`` holds, or ``None`` when
+    an encoder may escape one of its characters (then no byte search can rule a record
+    out)."""
+    plain = task_name.isascii() and task_name.isprintable()
+    if not plain or any(c in task_name for c in '"\\/'):
+        return None
+    return b'"' + task_name.encode() + b'"'
+
+
+def _named(
+    ids: list[str], raws: list[Any], status: TaskStatus, task_name: str
+) -> Iterator[TaskResult]:
+    """The records among ``raws`` in ``status`` of task ``task_name``, in order; one whose
+    JSON does not hold the name is skipped without being decoded."""
+    marker = _name_marker(task_name)
+    for task_id, raw in zip(ids, raws, strict=True):
+        if raw is None or (marker is not None and marker not in raw):
+            continue  # expired since it was indexed, or another task's record
+        record = decode_record(task_id, raw)
+        if record.status == status and record.task_name == task_name:
+            yield record
 
 
 class RedisBackend(BaseResultBackend):
@@ -444,3 +468,37 @@ class RedisBackend(BaseResultBackend):
             if record.status == status:
                 records.append(record)
         return records
+
+    async def list_by_task_name(
+        self, status: TaskStatus, task_name: str, limit: int | None = None, offset: int = 0
+    ) -> list[TaskResult]:
+        """Records in ``status`` of task ``task_name``, most recent first, paged after
+        filtering: the status index is read in chunks of ``LISTING_CHUNK`` records (one
+        ``ZREVRANGE`` and one ``MGET`` each) until the page is full.
+
+        Only a record whose JSON holds the name as a string is decoded and checked; the
+        others are skipped unread, so a rare name costs one byte search per record of
+        the chunks read, not a JSON decoding.
+        """
+        await self._start()
+        status = TaskStatus(status)
+        index = self.keys.status(status.value)
+        page: list[TaskResult] = []
+        skip, read = offset, 0
+        while limit is None or len(page) < limit:
+            members: list[Any] = await self._client.zrevrange(
+                index, read, read + LISTING_CHUNK - 1
+            )
+            ids = [m.decode() for m in members]
+            raws = await self._read_batch(ids) if ids else []
+            for record in _named(ids, raws, status, task_name):
+                if skip:
+                    skip -= 1
+                    continue
+                page.append(record)
+                if limit is not None and len(page) >= limit:
+                    break
+            if len(ids) < LISTING_CHUNK:
+                break
+            read += len(ids)
+        return page

@@ -80,11 +80,15 @@ async def list_records(
 ) -> list[TaskResult]:
     """Records in ``status`` that ``keep`` passes, most recent first, paged after filtering.
 
-    Without an active filter the backend pages itself; with one, records are read in
-    chunks of :data:`_CHUNK` until the page is full or the status runs out.
+    Without a time filter the backend pages itself (``list_by_status``, or
+    ``list_by_task_name`` for a name alone, which a backend may answer without decoding
+    other tasks' records); with one, records are read in chunks of :data:`_CHUNK` until
+    the page is full or the status runs out.
     """
-    if not keep.active:
-        return await backend.list_by_status(status, limit, offset)
+    if keep.since is None and keep.until is None:
+        if keep.name is None:
+            return await backend.list_by_status(status, limit, offset)
+        return await backend.list_by_task_name(status, keep.name, limit, offset)
     page: list[TaskResult] = []
     skip = offset
     read = 0
