@@ -300,11 +300,12 @@ def dashboard_answers(client: httpx.AsyncClient) -> Callable[[], Awaitable[bool]
 
 
 async def run_real_tasks(app: Flowrra, count: int) -> None:
-    """Submit ``count`` tasks to the workers and wait for every result."""
+    """Submit ``count`` tasks to the workers and wait for every result (names drawn with
+    the stored records' weights, so a name filter meets the same density everywhere)."""
     rng = random.Random(7)
     ids = []
     for i in range(count):
-        name = TASK_NAMES[i % len(TASK_NAMES)]
+        name = rng.choices(TASK_NAMES, NAME_WEIGHTS)[0]
         args, kwargs, _ = _payload(name, rng, i)
         ids.append(await app.submit_call(name, args, kwargs))
     await asyncio.gather(*(app.wait_for_result(task_id, timeout=60) for task_id in ids))
