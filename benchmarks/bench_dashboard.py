@@ -358,6 +358,8 @@ def routes(samples: Samples) -> list[tuple[str, str, str]]:
         ("/api/results failed", "/api/results?status=failed&limit=50", "json"),
         ("/api/results offset 5000", "/api/results?status=success&limit=50&offset=5000", "json"),
         (f"/api/results name={name}", f"/api/results?name={name}&status=success&limit=50", "json"),
+        ("/api/results all statuses", "/api/results?limit=50", "json"),
+        ("/api/results all, offset 5000", "/api/results?limit=50&offset=5000", "json"),
         ("/api/results/{id} failed", f"/api/results/{samples.failed_id}", "json"),
         ("/api/results/{id} success", f"/api/results/{samples.success_id}", "json"),
         ("/api/dead-letters", "/api/dead-letters", "json"),
