@@ -426,20 +426,35 @@ def print_table(rows: list[Row], counts: dict[str, int], args: argparse.Namespac
 # -- the run ---------------------------------------------------------------------------
 
 
+async def _delete_pass(client: aioredis.Redis, pattern: str) -> int:
+    removed = 0
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=pattern, count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            removed += int(await client.unlink(*batch))
+            batch = []
+    if batch:
+        removed += int(await client.unlink(*batch))
+    return removed
+
+
 async def delete_prefix(url: str, prefix: str) -> int:
-    """Delete every key under ``prefix:`` (found with SCAN, removed with UNLINK)."""
+    """Delete every key under ``prefix:`` (found with SCAN, removed with UNLINK).
+
+    Passes are repeated, half a second apart, until one finds nothing: a write that was
+    in flight when the run was interrupted may land during a pass, which SCAN may miss.
+    """
     client = aioredis.Redis.from_url(url)
-    escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
+    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + ":*"
     removed = 0
     try:
-        batch: list[Any] = []
-        async for key in client.scan_iter(match=escaped + ":*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                removed += int(await client.unlink(*batch))
-                batch = []
-        if batch:
-            removed += int(await client.unlink(*batch))
+        for _ in range(10):
+            found = await _delete_pass(client, pattern)
+            removed += found
+            if not found:
+                break
+            await asyncio.sleep(0.5)
     finally:
         await client.aclose()
     return removed
