@@ -141,3 +141,29 @@ async def test_count_by_status_follows_every_change(backend: BaseResultBackend) 
     assert counts[TaskStatus.FAILED] == 1
     assert await backend.delete("c3")
     assert (await backend.count_by_status())[TaskStatus.SUCCESS] == 1
+
+
+async def test_list_recent_pages_every_status_most_recently_changed_first(
+    backend: BaseResultBackend,
+) -> None:
+    for index in range(4):
+        await backend.store(f"r{index}", record(f"r{index}", TaskStatus.PENDING))
+        await asyncio.sleep(0.002)  # distinct store times, however coarse the clock
+    await backend.store("r1", record("r1", TaskStatus.SUCCESS, result=1, finished_at=_now()))
+    await asyncio.sleep(0.002)
+    await backend.store("r0", record("r0", TaskStatus.FAILED, finished_at=_now()))
+    recent = [r.task_id for r in await backend.list_recent()]
+    assert recent == ["r0", "r1", "r3", "r2"]
+    assert [r.task_id for r in await backend.list_recent(limit=2, offset=1)] == ["r1", "r3"]
+    assert await backend.list_recent(limit=5, offset=10) == []
+    statuses = {r.task_id: r.status for r in await backend.list_recent(limit=10)}
+    assert statuses == {
+        "r0": TaskStatus.FAILED,
+        "r1": TaskStatus.SUCCESS,
+        "r2": TaskStatus.PENDING,
+        "r3": TaskStatus.PENDING,
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -531,6 +531,27 @@ async def test_list_tasks_filters_by_name_and_submission_time(
     assert await manager.list_completed_tasks(limit=0, name="add") == []
 
 
+async def test_list_recent_tasks_lists_every_status_most_recently_changed_first(
+    app: Flowrra, manager: FlowrraManager
+) -> None:
+    async with app:
+        added = await app.submit("add", 1, 1)
+        await app.run_until_idle(timeout=5)
+        failed = await app.submit("boom", "x")
+        await app.run_until_idle(timeout=5)
+        waiting = await app.submit("add", 2, 2, countdown=60)
+        recent = [r["task_id"] for r in await manager.list_recent_tasks()]
+        assert recent == [waiting, failed, added]
+        page = await manager.list_recent_tasks(limit=1, offset=1)
+        assert [r["task_id"] for r in page] == recent[1:2]
+        only_add = await manager.list_recent_tasks(name="add")
+        assert {r["task_id"] for r in only_add} == {added, waiting}
+        assert await manager.list_recent_tasks(name="add", limit=1, offset=5) == []
+        with pytest.raises(ValueError, match="limit"):
+            await manager.list_recent_tasks(limit=-1)
+        await app.cancel(waiting)
+
+
 @pytest.mark.parametrize(
     ("filters", "match"),
     [

@@ -12,11 +12,22 @@ backend may replace with faster ones. Every implementation passes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 
 from flowrra.task import TaskResult, TaskStatus
 
 #: Records read per call when a listing filters them (``list_by_task_name``'s default).
 LISTING_CHUNK = 500
+
+
+def _latest_time(record: TaskResult) -> datetime:
+    moment = record.finished_at or record.started_at or record.submitted_at
+    if moment is None:
+        return _EPOCH
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class BaseResultBackend(ABC):
@@ -100,6 +111,22 @@ class BaseResultBackend(ABC):
                 break
             read += len(chunk)
         return page
+
+    async def list_recent(self, limit: int | None = None, offset: int = 0) -> list[TaskResult]:
+        """Records of every status, the most recently changed first, paged by
+        ``offset``/``limit``.
+
+        The default merges :meth:`list_by_status` pages by each record's latest time
+        (finished, else started, else submitted), so it raises ``NotImplementedError``
+        where that does; backends that index records by the time they were stored
+        replace it with a merge of those indexes that reads only the page's records.
+        """
+        wanted = None if limit is None else offset + limit
+        merged: list[TaskResult] = []
+        for status in TaskStatus:
+            merged += await self.list_by_status(status, wanted, 0)
+        merged.sort(key=_latest_time, reverse=True)
+        return merged[offset : None if limit is None else offset + limit]
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many records each status holds now (every status is a key).

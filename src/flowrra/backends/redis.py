@@ -23,6 +23,7 @@ Needs ``pip install 'flowrra[redis]'``. Key layout in :mod:`flowrra.redis_keys`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
 import json
 import logging
@@ -436,6 +437,26 @@ class RedisBackend(BaseResultBackend):
                 await self._client.delete(*(self.keys.state(i) for i in ids))
             await self._client.delete(index)
         return removed
+
+    async def list_recent(self, limit: int | None = None, offset: int = 0) -> list[TaskResult]:
+        """Records of every status, most recently stored first: the status indexes' ids
+        and store times are merged, and only the page's records are read and decoded."""
+        await self._start()
+        stop = -1 if limit is None else offset + limit - 1
+        async with self._client.pipeline(transaction=False) as pipe:
+            for status in TaskStatus:
+                pipe.zrevrange(self.keys.status(status.value), 0, stop, withscores=True)
+            indexes: list[list[tuple[bytes, float]]] = await pipe.execute()
+        newest_first = heapq.merge(*indexes, key=lambda entry: entry[1], reverse=True)
+        ids = list(dict.fromkeys(member.decode() for member, _ in newest_first))  # a record
+        # that changed status between two index reads may show in both: keep it once
+        page = ids[offset : None if limit is None else offset + limit]
+        raws = await self._read_batch(page) if page else []
+        return [
+            decode_record(task_id, raw)
+            for task_id, raw in zip(page, raws, strict=True)
+            if raw is not None
+        ]
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """Records per status: the sizes of the status indexes, in one round trip."""

@@ -103,3 +103,27 @@ async def list_records(
             break
         read += len(chunk)
     return page
+
+
+def _latest_time(record: TaskResult) -> datetime:
+    moment = record.finished_at or record.started_at or record.submitted_at
+    if moment is None:
+        return datetime.fromtimestamp(0, UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def list_recent_records(
+    backend: BaseResultBackend, limit: int | None, offset: int, keep: RecordFilter
+) -> list[TaskResult]:
+    """Records of every status that ``keep`` passes, most recently changed first, paged
+    after filtering. Unfiltered, the backend pages itself (``list_recent``); filtered,
+    the first ``offset + limit`` matches of each status are merged by their latest time.
+    """
+    if not keep.active:
+        return await backend.list_recent(limit, offset)
+    wanted = None if limit is None else offset + limit
+    merged: list[TaskResult] = []
+    for status in TaskStatus:
+        merged += await list_records(backend, status, wanted, 0, keep)
+    merged.sort(key=_latest_time, reverse=True)
+    return merged[offset : None if limit is None else offset + limit]

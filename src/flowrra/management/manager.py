@@ -11,7 +11,7 @@ from flowrra.brokers.base import DeadLetter, QueueBroker
 from flowrra.management import _dead_letters
 from flowrra.management._checks import check_id, check_limit, check_offset, is_id
 from flowrra.management._health import health_check
-from flowrra.management._records import RecordFilter, list_records
+from flowrra.management._records import RecordFilter, list_recent_records, list_records
 from flowrra.management._schedules import ScheduleManager
 from flowrra.registry import TaskFunction
 from flowrra.task import FAILED, TaskResult, TaskStatus
@@ -203,6 +203,24 @@ class FlowrraManager:
         keep = RecordFilter.parse(name, since, until)
         records = await list_records(
             self.app.backend, wanted, check_limit(limit), check_offset(offset), keep
+        )
+        return [record.to_dict for record in records]
+
+    async def list_recent_tasks(
+        self,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records of every status, the most recently changed first (a feed of activity),
+        paged and filtered as in :meth:`list_tasks`. Unfiltered pages read only their own
+        records from the Redis backend, however deep the page."""
+        keep = RecordFilter.parse(name, since, until)
+        records = await list_recent_records(
+            self.app.backend, check_limit(limit), check_offset(offset), keep
         )
         return [record.to_dict for record in records]
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flowrra.management import FlowrraManager
-from flowrra.ui.params import STATUSES
 
 logger = logging.getLogger("flowrra.ui")
 
@@ -66,45 +65,16 @@ class Redactor:
         return self.record(schedule.get("task_name"), schedule)
 
 
-def _accepts_name(manager: FlowrraManager) -> bool:
-    try:
-        return "name" in inspect.signature(manager.list_tasks).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-async def _one_status(
-    manager: FlowrraManager, status: str, limit: int, offset: int, name: str | None
-) -> list[dict[str, Any]]:
-    if name is None:
-        return await manager.list_tasks(status, limit, offset)
-    if _accepts_name(manager):
-        listed: list[dict[str, Any]] = await manager.list_tasks(
-            status, limit, offset, name=name  # type: ignore[call-arg, unused-ignore]
-        )
-        return listed
-    every = await manager.list_tasks(status)
-    matching = [record for record in every if record.get("task_name") == name]
-    return matching[offset : offset + limit]
-
-
-def _newest_first(record: dict[str, Any]) -> str:
-    return str(record.get("submitted_at") or "")
-
-
 async def list_records(
     manager: FlowrraManager, status: str | None, limit: int, offset: int, name: str | None
 ) -> list[dict[str, Any]]:
-    """Records in ``status`` (every status when ``None``), newest submitted first,
-    optionally only of task ``name``, skipping ``offset`` and returning at most ``limit``.
+    """Records in ``status``, most recent first (every status when ``None``: the most
+    recently changed first), optionally only of task ``name``, skipping ``offset`` and
+    returning at most ``limit``.
 
     Raises what ``manager.list_tasks`` raises (``NotImplementedError`` for a backend that
     cannot list).
     """
-    if status is not None:
-        return await _one_status(manager, status, limit, offset, name)
-    merged: list[dict[str, Any]] = []
-    for each in STATUSES:
-        merged += await _one_status(manager, each, limit + offset, 0, name)
-    merged.sort(key=_newest_first, reverse=True)
-    return merged[offset : offset + limit]
+    if status is None:
+        return await manager.list_recent_tasks(limit, offset, name=name)
+    return await manager.list_tasks(status, limit, offset, name=name)
