@@ -80,7 +80,8 @@ def name_of(query: Mapping[str, str]) -> str | None:
 
 
 def json_body(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; 400 for anything else."""
+    """The request body as a JSON object; 400 for anything else, including a string
+    with a lone surrogate escape (``"\\ud800"``), which no UTF-8 store or response holds."""
     if not body.strip():
         raise HTTPError(400, "the request body must be a JSON object")
     try:
@@ -89,6 +90,10 @@ def json_body(body: bytes) -> dict[str, Any]:
         raise HTTPError(400, f"the request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise HTTPError(400, "the request body must be a JSON object")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPError(400, "the request body holds a lone surrogate (\\ud800-\\udfff)") from None
     return data
 
 

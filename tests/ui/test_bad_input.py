@@ -1,0 +1,29 @@
+"""Bad request bodies and stored values the dashboard must answer without a 500."""
+
+from __future__ import annotations
+
+import json
+
+from flowrra.ui import Dashboard, UIRequest
+from ui.conftest import Populated, same_origin
+
+LONE_SURROGATE_BODY = b'{"task_name": "add", "interval": 60, "args": ["\\ud800"]}'
+
+
+def post(path: str, body: bytes) -> UIRequest:
+    headers = {"host": "testserver", **same_origin()}
+    return UIRequest("POST", path, {}, headers, body, "")
+
+
+async def test_a_lone_surrogate_in_a_schedule_body_is_refused_and_not_stored(
+    populated: Populated,
+) -> None:
+    dashboard = Dashboard(populated.app)
+    created = await dashboard.handle(post("/api/schedules/interval", LONE_SURROGATE_BODY))
+    assert created.status == 400
+    assert "surrogate" in json.loads(created.body)["error"]
+    listed = await dashboard.handle(UIRequest("GET", "/api/schedules", {}, {}, b"", ""))
+    assert listed.status == 200
+    ids = [s["id"] for s in json.loads(listed.body)["schedules"]]
+    assert ids == [populated.schedule_id]
+
