@@ -63,8 +63,16 @@ class HTTPError(Exception):
 
 
 def dump_json(data: Any) -> bytes:
-    """``data`` as compact UTF-8 JSON; values JSON cannot hold are shown with ``str``."""
-    return json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False).encode()
+    """``data`` as compact UTF-8 JSON; values JSON cannot hold are shown with ``str``.
+
+    A string with a lone surrogate (which UTF-8 cannot encode) makes the whole document
+    ASCII, with ``\\uXXXX`` escapes, so a stored value never turns a listing into a 500.
+    """
+    text = json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(data, default=str, separators=(",", ":")).encode()
 
 
 def json_response(
@@ -82,5 +90,5 @@ def error_response(
 
 
 def html_response(text: str, status: int = 200) -> UIResponse:
-    """An HTML page."""
-    return UIResponse(status, [("content-type", HTML_TYPE)], text.encode())
+    """An HTML page (a lone surrogate, which UTF-8 cannot encode, is shown as ``?``)."""
+    return UIResponse(status, [("content-type", HTML_TYPE)], text.encode(errors="replace"))
