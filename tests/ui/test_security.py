@@ -309,8 +309,12 @@ async def test_a_failing_redaction_hook_hides_everything(populated: Populated) -
     async with client_of(populated.app, redact=broken) as client:
         record = (await client.get(f"{PREFIX}/api/results/{populated.secret}")).json()
         page = await client.get(f"{PREFIX}/tasks/{populated.secret}")
+        failed = (await client.get(f"{PREFIX}/api/results/{populated.failed}")).json()
     assert record["kwargs"] == record["args"] == record["result"]
     assert "redaction hook failed" in record["kwargs"]
+    # an error message often quotes the arguments: it is hidden too
+    assert failed["error"] == failed["traceback"] == record["kwargs"]
+    assert "boom bad" not in json.dumps(failed)
     assert page.status_code == 200
     assert SECRET not in page.text
 

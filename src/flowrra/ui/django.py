@@ -28,6 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from flowrra.ui.bridge import (
     MAX_BODY,
+    AppLoopError,
     async_sse_stream,
     call_for_view,
     default_bridge,
@@ -126,10 +127,14 @@ class _DashboardView:
             return to_response(refused)
         bridge = default_bridge()
         content: Iterator[bytes] | AsyncIterator[bytes]
-        if isinstance(request, ASGIRequest):  # the server streams from its own loop
-            content = async_sse_stream(bridge.aiterate_for(self.app, self.dashboard.events()))
-        else:
-            content = sse_stream(bridge.iterate_for(self.app, self.dashboard.events()))
+        try:
+            if isinstance(request, ASGIRequest):  # the server streams from its own loop
+                feed = bridge.aiterate_for(self.app, self.dashboard.events())
+                content = async_sse_stream(feed)
+            else:
+                content = sse_stream(bridge.iterate_for(self.app, self.dashboard.events()))
+        except AppLoopError as error:  # the app's loop died since authorize() ran
+            return to_response(error_response(503, str(error)))
         response = StreamingHttpResponse(content, content_type="text/event-stream")
         for name, value in security_headers(ui):
             response.headers[name] = value

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from flowrra.ui.bridge import (
     MAX_BODY,
+    AppLoopError,
     call_for_view,
     default_bridge,
     sse_stream,
@@ -109,7 +110,10 @@ class _DashboardView:
         refused = call_for_view(self.app, self.dashboard.authorize(ui))
         if refused is not None:
             return to_response(refused)
-        feed = default_bridge().iterate_for(self.app, self.dashboard.events())
+        try:
+            feed = default_bridge().iterate_for(self.app, self.dashboard.events())
+        except AppLoopError as error:  # the app's loop died since authorize() ran
+            return to_response(error_response(503, str(error)))
         headers = dict(security_headers(ui))
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
         return Response(

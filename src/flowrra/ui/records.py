@@ -16,7 +16,7 @@ RedactHook = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 #: What replaces the data of a record whose redaction hook failed.
 REDACTION_FAILED = "[hidden: the redaction hook failed]"
-_SENSITIVE = ("args", "kwargs", "result")
+_SENSITIVE = ("args", "kwargs", "result", "error", "traceback", "attempts")
 
 
 class Redactor:
@@ -24,8 +24,9 @@ class Redactor:
 
     The hook gets the task name and a deep copy of the record, and returns the record to
     show. When the hook raises or returns something other than a dict, the record is
-    shown with ``args``, ``kwargs`` and ``result`` hidden (the failure is logged): a
-    broken hook never leaks what it was meant to hide.
+    shown with ``args``, ``kwargs``, ``result``, ``error``, ``traceback`` and
+    ``attempts`` hidden (errors often quote arguments; the failure is logged): a broken
+    hook never leaks what it was meant to hide.
     """
 
     def __init__(self, hook: RedactHook | None) -> None:
