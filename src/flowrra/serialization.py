@@ -10,6 +10,7 @@ would see (tuples arrive as lists) and later changes by the caller do not leak i
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from flowrra.exceptions import SerializationError
@@ -58,6 +59,17 @@ def prepare_arguments(
     return tuple(decoded_args), decoded_kwargs
 
 
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def dumps(value: Any) -> str:
-    """Encode ``value`` as compact JSON."""
-    return json.dumps(value, separators=(",", ":"))
+    """Encode ``value`` as compact JSON: what ``json.dumps(value, separators=(",", ":"))``
+    returns, and the same errors (TypeError for a value JSON cannot carry, ValueError for
+    a circular reference), without building a ``JSONEncoder`` for every call."""
+    if c_make_encoder is None:
+        return json.dumps(value, separators=(",", ":"))
+    encode = c_make_encoder(
+        {}, _not_serializable, encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    return "".join(encode(value, 0))

@@ -40,6 +40,11 @@ class ResultWaiters(dict[str, list[asyncio.Future[TaskResult]]]):
         self, task_id: str, future: asyncio.Future[TaskResult], timeout: float | None
     ) -> TaskResult:
         """Wait for ``future``; :class:`TaskTimeoutError` after ``timeout`` seconds."""
+        if timeout is None:  # no timeout context: it costs more than the wait itself
+            try:
+                return await future
+            finally:
+                self.discard(task_id, future)
         try:
             async with asyncio.timeout(timeout):
                 return await future
