@@ -30,6 +30,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from flowrra import _lua
@@ -98,6 +99,25 @@ def _parse_record(task_id: str, raw: bytes | str) -> dict[str, Any]:
     except (ValueError, TypeError, RecursionError) as error:
         raise _invalid(task_id, error) from None
     return data
+
+
+_UNFINISHED = frozenset(
+    status.value.encode() for status in _STATUSES if not is_terminal(status)
+)
+
+
+def _written_unfinished(task_id: str, raw: bytes | str) -> bool:
+    """True when ``raw`` is a record as :meth:`RedisBackend.store` writes it for ``task_id``
+    (``{"task_id":<id>,"status":"<status>",...}``) with an unfinished status: the check
+    before waiting then needs no JSON decoding. Anything else (another layout, a finished
+    status, not JSON) is False and goes through the full decoding and its checks."""
+    if type(raw) is not bytes or not raw.endswith(b"}"):
+        return False
+    head = b'{"task_id":' + encode_basestring_ascii(task_id).encode() + b',"status":"'
+    if not raw.startswith(head):
+        return False
+    end = raw.find(b'"', len(head))
+    return raw[len(head) : end] in _UNFINISHED
 
 
 def _record_of(task_id: str, data: dict[str, Any]) -> TaskResult:
@@ -306,8 +326,11 @@ class RedisBackend(BaseResultBackend):
     # -- writing ---------------------------------------------------------------------
 
     def _write(self, task_id: str, result: TaskResult, fence: str) -> _Write:
-        finished = "1" if is_terminal(TaskStatus(result.status)) else "0"
-        return (task_id, dumps(result.to_dict), str(result.status), fence, finished)
+        status = result.status
+        if type(status) is not TaskStatus:  # a plain string: the enum call is the slow path
+            status = TaskStatus(status)
+        finished = "1" if is_terminal(status) else "0"
+        return (task_id, dumps(result.to_dict), str(status), fence, finished)
 
     async def store(self, task_id: str, result: TaskResult) -> None:
         """Save the record; a finished one gets the TTL and wakes waiters everywhere."""
@@ -358,19 +381,23 @@ class RedisBackend(BaseResultBackend):
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait for completion, woken by the completion's pub/sub message (no polling).
 
-        The check before waiting parses the record's JSON but builds a
-        :class:`TaskResult` only when the task has finished; BackendError for a record
-        that is not a JSON object with a status.
+        The check before waiting decodes nothing for an unfinished record in the layout
+        :meth:`store` writes (its opening bytes give the status); any other record is
+        parsed, a :class:`TaskResult` is built only when the task has finished, and
+        BackendError is raised for a record that is not a JSON object with a status.
         """
         if not self._done.subscribed:
             await self._listen()
         future = self._waiters.add(task_id)  # before the read: a completion can't slip by
         try:
             raw = await self._reader.submit(task_id)
-            data = None if raw is None else _parse_record(task_id, raw)
+            unfinished = raw is not None and _written_unfinished(task_id, raw)
+            data = None if raw is None or unfinished else _parse_record(task_id, raw)
         except BaseException:
             self._waiters.discard(task_id, future)
             raise
+        if unfinished:
+            return await self._waiters.until(task_id, future, timeout)
         if data is None or data["status"] in _FINISHED:
             self._waiters.discard(task_id, future)
             if data is None:
