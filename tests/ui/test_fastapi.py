@@ -355,3 +355,26 @@ async def test_a_standalone_server_runs_the_tasks_of_a_memory_app(ui_app: Flowrr
             stats = (await client.get("/api/stats")).json()
         assert [worker["alive"] for worker in stats["workers"]] == [True]
     assert not ui_app.is_running
+
+
+async def test_a_task_id_with_slashes_gets_working_links_and_actions(
+    populated: Populated,
+) -> None:
+    app = populated.app
+    task_id = "invoices/2026/11 #7"
+    await app.submit("boom", "monthly", task_id=task_id)
+    await app.run_until_idle(timeout=5)
+    quoted = "invoices%2F2026%2F11%20%237"
+    async with fastapi_client(app) as client:
+        listing = (await client.get(PREFIX + "/tasks?status=failed")).text
+        page = await client.get(f"{PREFIX}/tasks/{quoted}")
+        record = (await client.get(f"{PREFIX}/api/results/{quoted}")).json()
+        retried = await client.post(
+            f"{PREFIX}/api/results/{quoted}/retry", headers=same_origin()
+        )
+    assert f'href="{PREFIX}/tasks/{quoted}"' in listing
+    assert page.status_code == 200
+    assert f"{PREFIX}/api/results/{quoted}/retry" in page.text
+    assert record["task_id"] == task_id
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["original_task_id"] == task_id

@@ -346,7 +346,7 @@ BAD_INPUT = [
     ("POST", "/api/stats", b"{}", 405),
     ("DELETE", "/api/results/x", None, 405),
     ("PATCH", "/api/schedules/x", None, 405),
-    ("GET", "/api/results/x/retry", None, 405),
+    ("GET", "/api/results/x/retry", None, 404),  # ids may hold slashes: no task "x/retry"
     ("POST", "/api/results/unknown-id/retry", None, 404),
     ("POST", "/api/results/unknown-id/cancel", None, 404),
     ("POST", "/api/dead-letters/unknown/requeue", None, 404),

@@ -29,7 +29,7 @@ class Pages:
         """Add every page route to ``router``."""
         router.add("GET", "/", self.overview)
         router.add("GET", "/tasks", self.tasks)
-        router.add("GET", "/tasks/{task_id}", self.task)
+        router.add("GET", "/tasks/{task_id:path}", self.task)
         router.add("GET", "/dead-letters", self.dead_letters)
         router.add("GET", "/schedules", self.schedules)
 

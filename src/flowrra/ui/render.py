@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -105,6 +106,12 @@ def throughput_bars(minutes: Any) -> list[Bar]:
     return bars
 
 
+def path_segment(value: object) -> str:
+    """``value`` quoted as one URL path segment: ``/`` too is escaped (``%2F``), so an id
+    holding a slash still names one resource."""
+    return quote(str(value), safe="")
+
+
 def build_environment() -> jinja2.Environment:
     """The template environment: package templates, autoescape on, missing keys render empty."""
     environment = jinja2.Environment(
@@ -115,7 +122,12 @@ def build_environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        short=short, as_json=as_json, age=age, duration=duration, arguments=arguments
+        short=short,
+        as_json=as_json,
+        age=age,
+        duration=duration,
+        arguments=arguments,
+        path_segment=path_segment,
     )
     environment.globals.update(throughput_bars=throughput_bars)
     environment.globals.update(chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT)
