@@ -337,11 +337,16 @@ class Flowrra:
         await self._heartbeat.start()
 
     def _on_subscribers_changed(self) -> None:
-        """Event-bus watcher: (un)subscribe to published updates in the background."""
-        if self._running and self._recorder.publishes_updates:
-            change = asyncio.ensure_future(self._follow_subscribers())
-            self._subscription_changes.add(change)
-            change.add_done_callback(self._subscription_changes.discard)
+        """Event-bus watcher: (un)subscribe to published updates in the background, on the
+        app's own loop (the subscriber may have been added from any thread)."""
+        loop = self._loop
+        if loop is not None and self._recorder.publishes_updates and not loop.is_closed():
+            loop.call_soon_threadsafe(self._schedule_follow)
+
+    def _schedule_follow(self) -> None:
+        change = asyncio.ensure_future(self._follow_subscribers())
+        self._subscription_changes.add(change)
+        change.add_done_callback(self._subscription_changes.discard)
 
     async def _follow_subscribers(self) -> None:
         """Relay the backend's published updates only while the app runs and the event bus

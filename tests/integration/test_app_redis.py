@@ -112,3 +112,39 @@ async def test_each_state_change_reaches_subscribers_once(make_app: Callable[[],
     finally:
         await event_bus.unsubscribe(collect)
     assert seen == ["pending", "running", "success"]
+
+
+async def test_updates_are_relayed_only_while_the_bus_has_subscribers(
+    make_app: Callable[[], Flowrra],
+) -> None:
+    worker, watcher = make_app(), make_app()
+    seen: list[str] = []
+
+    def collect(event: Event) -> None:
+        seen.append(event["task"]["task_id"])
+
+    async def job() -> int:
+        return 1
+
+    worker.task(name="job")(job)
+    watcher.task(name="job")(job)
+    listeners = watcher.backend._update_listeners  # type: ignore[attr-defined]
+    async with worker, watcher:
+        assert listeners == []  # nobody listens in this process: nothing relayed
+        await asyncio.to_thread(event_bus.subscribe, collect)  # from a thread with no loop
+        try:
+            for _ in range(100):  # the subscription is confirmed a round trip later
+                task_id = await worker.submit("job")
+                await worker.wait_for_result(task_id, timeout=10)
+                await asyncio.sleep(0.02)
+                if task_id in seen:
+                    break
+            assert task_id in seen
+            assert len(listeners) == 1
+        finally:
+            await event_bus.unsubscribe(collect)
+        for _ in range(100):
+            if not listeners:
+                break
+            await asyncio.sleep(0.01)
+        assert listeners == []
