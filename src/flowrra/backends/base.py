@@ -20,7 +20,9 @@ from flowrra.task import TaskResult, TaskStatus
 LISTING_CHUNK = 500
 
 
-def _latest_time(record: TaskResult) -> datetime:
+def latest_time(record: TaskResult) -> datetime:
+    """When ``record`` last changed: finished, else started, else submitted (aware, UTC
+    for naive times; the epoch when it has none)."""
     moment = record.finished_at or record.started_at or record.submitted_at
     if moment is None:
         return _EPOCH
@@ -125,7 +127,7 @@ class BaseResultBackend(ABC):
         merged: list[TaskResult] = []
         for status in TaskStatus:
             merged += await self.list_by_status(status, wanted, 0)
-        merged.sort(key=_latest_time, reverse=True)
+        merged.sort(key=latest_time, reverse=True)
         return merged[offset : None if limit is None else offset + limit]
 
     async def count_by_status(self) -> dict[TaskStatus, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flowrra.backends.base import BaseResultBackend
+from flowrra.backends.base import BaseResultBackend, latest_time
 from flowrra.task import TaskResult, TaskStatus
 
 _CHUNK = 500  # records read per backend call while filtering
@@ -105,13 +105,6 @@ async def list_records(
     return page
 
 
-def _latest_time(record: TaskResult) -> datetime:
-    moment = record.finished_at or record.started_at or record.submitted_at
-    if moment is None:
-        return datetime.fromtimestamp(0, UTC)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 async def list_recent_records(
     backend: BaseResultBackend, limit: int | None, offset: int, keep: RecordFilter
 ) -> list[TaskResult]:
@@ -125,5 +118,5 @@ async def list_recent_records(
     merged: list[TaskResult] = []
     for status in TaskStatus:
         merged += await list_records(backend, status, wanted, 0, keep)
-    merged.sort(key=_latest_time, reverse=True)
+    merged.sort(key=latest_time, reverse=True)
     return merged[offset : None if limit is None else offset + limit]
