@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -46,6 +47,35 @@ class Row:
     unit: str
     p50_ms: float = NAN
     p99_ms: float = NAN
+
+
+@dataclass
+class CpuPerTask:
+    """CPU time (user + system) each process spent per task during the best burst, in µs."""
+
+    producer: float = NAN
+    worker: float = NAN
+    redis: float = NAN
+
+    @property
+    def total(self) -> float:
+        return self.producer + self.worker + self.redis
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return NAN
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_cpu_seconds(client: aioredis.Redis) -> float:
+    """User + system CPU seconds of the Redis server (``INFO cpu``)."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -138,6 +168,8 @@ class Bench:
         )
         self.task = self.app.task(name="noop")(noop)
         self.worker: asyncio.subprocess.Process | None = None
+        self.monitor = aioredis.Redis.from_url(url)
+        self.burst_cpu = CpuPerTask()
 
     async def __aenter__(self) -> Bench:
         self.worker = await asyncio.create_subprocess_exec(
@@ -172,13 +204,31 @@ class Bench:
         await broker.purge()
         await broker.close()
         await backend.close()
+        await self.monitor.aclose()
+
+    async def cpu_seconds(self) -> tuple[float, float, float]:
+        assert self.worker is not None
+        return (
+            time.process_time(),
+            process_cpu_seconds(self.worker.pid),
+            await redis_cpu_seconds(self.monitor),
+        )
 
     async def burst(self, tasks: int) -> float:
         app, task = self.app, self.task
+        cpu_before = await self.cpu_seconds()
         started = time.perf_counter()
         ids = await asyncio.gather(*(app.submit(task, i) for i in range(tasks)))
         await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
-        return tasks / (time.perf_counter() - started)
+        rate = tasks / (time.perf_counter() - started)
+        cpu_after = await self.cpu_seconds()
+        used = [
+            (after - before) * 1e6 / tasks
+            for before, after in zip(cpu_before, cpu_after, strict=True)
+        ]
+        if not self.burst_cpu.total <= sum(used):  # keep the leanest run (NaN: the first)
+            self.burst_cpu = CpuPerTask(*used)
+        return rate
 
     async def sequential(self, tasks: int) -> float:
         app, task = self.app, self.task
@@ -197,7 +247,9 @@ class Bench:
         return times
 
 
-async def measure_flowrra(url: str, prefix: str, args: argparse.Namespace) -> list[Row]:
+async def measure_flowrra(
+    url: str, prefix: str, args: argparse.Namespace
+) -> tuple[list[Row], CpuPerTask]:
     async with Bench(url, prefix, args.concurrency) as bench:
         burst = await best_of(args.repeat, lambda: bench.burst(args.tasks))
         sequential = await best_of(args.repeat, lambda: bench.sequential(args.tasks))
@@ -207,17 +259,18 @@ async def measure_flowrra(url: str, prefix: str, args: argparse.Namespace) -> li
             if best is None or percentile(times, 0.5) < percentile(best, 0.5):
                 best = times
         assert best is not None
-    return [
+    rows = [
         Row("flowrra burst (gather N submits)", burst, "tasks/s"),
         Row("flowrra sequential submits", sequential, "tasks/s"),
         Row("flowrra one task at a time", len(best) / sum(best), "tasks/s", *_ms(best)),
     ]
+    return rows, bench.burst_cpu
 
 
 # -- reporting ------------------------------------------------------------------------
 
 
-def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+def print_table(rows: list[Row], cpu: CpuPerTask, args: argparse.Namespace) -> None:
     print(
         f"\nRedis ({args.url}): {args.tasks:,} no-op tasks, one worker process with "
         f"{args.concurrency} IO slots, best of {args.repeat}; latency over "
@@ -231,13 +284,17 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
             f"{row.name:<36} {row.per_second:>11,.0f} {row.unit:<8} "
             f"{row.p50_ms:>8.3f} {row.p99_ms:>8.3f}"
         )
+    print(
+        f"\nCPU per task in the leanest burst (user + system, µs): producer {cpu.producer:.0f}, "
+        f"worker {cpu.worker:.0f}, Redis {cpu.redis:.0f}, total {cpu.total:.0f}"
+    )
 
 
-async def measure(args: argparse.Namespace) -> list[Row]:
+async def measure(args: argparse.Namespace) -> tuple[list[Row], CpuPerTask]:
     prefix = f"flowrra-bench-{uuid.uuid4().hex[:12]}"
     rows = await measure_raw(args.url, prefix, args)
-    rows.extend(await measure_flowrra(args.url, prefix, args))
-    return rows
+    flowrra_rows, cpu = await measure_flowrra(args.url, prefix, args)
+    return rows + flowrra_rows, cpu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -253,7 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    print_table(asyncio.run(measure(args)), args)
+    rows, cpu = asyncio.run(measure(args))
+    print_table(rows, cpu, args)
 
 
 if __name__ == "__main__":

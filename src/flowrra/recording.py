@@ -6,6 +6,7 @@ Every transition of the state machine in :mod:`flowrra.task` goes through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from collections.abc import Callable
@@ -60,6 +61,28 @@ async def store_and_publish(backend: BaseResultBackend, bus: EventBus, record: T
     await backend.store(record.task_id, record)
     if bus.subscribers and getattr(backend, "publish_updates", False) is not True:
         await bus.emit({"type": "task.update", "task": record.to_dict})
+
+
+def _log_posted(done: asyncio.Future[int], record: TaskResult) -> None:
+    """Log the outcome of a write started by :meth:`TaskRecorder.post_live` if it failed."""
+    if done.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        logger.warning(
+            "task %s[%s]: recording it as %s failed: %s",
+            record.task_name,
+            record.task_id,
+            record.status,
+            error,
+        )
+    elif not done.result():
+        logger.warning(
+            "task %s[%s]: a newer claim owns it; dropping this worker's %s record",
+            record.task_name,
+            record.task_id,
+            record.status,
+        )
 
 
 def _needs_io(*_: object) -> bool:
@@ -151,6 +174,32 @@ class TaskRecorder:
                 await self.bus.emit({"type": "task.update", "task": record.to_dict})
             return True
         return await self.record(live_record(task, status, started_at, deliveries), fence=fence)
+
+    def post_live(
+        self,
+        task: Task,
+        status: TaskStatus,
+        started_at: datetime | None,
+        deliveries: int,
+        fence: int,
+    ) -> bool:
+        """Start recording an unfinished state without waiting for the write; True if it
+        was started, False when this backend or a local event subscriber needs the
+        awaiting :meth:`live` instead.
+
+        Every write started later lands after this one (see
+        :meth:`~flowrra.backends.base.BaseResultBackend.post_fenced`), and the fenced
+        final write gets the same verdict, so the caller may run the task meanwhile. A
+        failed or refused write is logged.
+        """
+        if self.bus.subscribers and not self.publishes_updates:
+            return False
+        record = live_record(task, status, started_at, deliveries)
+        future = self.backend.post_fenced(task.id, record, fence)
+        if future is None:
+            return False
+        future.add_done_callback(lambda done: _log_posted(done, record))
+        return True
 
     async def pending(self, task: Task, deliveries: int = 0, *, fence: int | None = None) -> bool:
         """The task waits in the queue (new, or handed back after its worker died)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from flowrra._aio import cancel_until_done
@@ -278,15 +278,24 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def submit(self, item: ItemT) -> ResultT:
-        """Queue ``item`` for the next batch and return its result."""
+    def post(self, item: ItemT) -> asyncio.Future[ResultT]:
+        """Queue ``item`` for the next batch without waiting; the future of its result.
+
+        Items posted or submitted later go out in the same or a later batch, so on an
+        ordered connection they run after this one. Whoever posts owns the future: it
+        should retrieve its result or exception (a done callback will do).
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
         self._pending.append((item, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._pump)
-        return await future
+        return future
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Queue ``item`` for the next batch and return its result."""
+        return await self.post(item)
 
     async def submit_all(self, items: list[ItemT]) -> list[ResultT]:
         """Queue ``items`` in this order (they go out in one batch when they fit)."""
@@ -300,6 +309,14 @@ class Coalescer(Generic[ItemT, ResultT]):
             self._scheduled = True
             loop.call_soon(self._pump)
         return list(await asyncio.gather(*futures))
+
+    async def drain(self) -> None:
+        """Wait until every item posted or submitted so far has its result or error (its
+        callers get those; nothing is raised here)."""
+        waiting: list[asyncio.Future[Any]] = [future for _, future in self._pending]
+        waiting.extend(self._sending)
+        if waiting:
+            await asyncio.wait(waiting)
 
     def _pump(self) -> None:
         """Start the batches the limits allow (called after submits and after each batch)."""

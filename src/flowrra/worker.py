@@ -95,6 +95,7 @@ class Worker:
         self._max_deliveries = max_deliveries
         self._slots: list[_Slot] = []
         self._interrupts: dict[str, _Interrupt] = {}
+        self._posted_acks: set[asyncio.Future[int]] = set()
         self._stopping = False
 
     @property
@@ -140,6 +141,8 @@ class Worker:
         await asyncio.gather(*busy, return_exceptions=True)
         await cancel_until_done(idle)
         self._slots.clear()
+        if self._posted_acks:
+            await asyncio.wait(set(self._posted_acks))
         for executor in self._executors.values():
             await executor.stop()
 
@@ -226,12 +229,16 @@ class Worker:
         task = delivery.task
         recorder = self._recorder
         started_at = _now(UTC)
-        if not recorder.live_nowait(
-            task, RUNNING, started_at, delivery.deliveries
-        ) and not await recorder.live(
-            task, RUNNING, started_at, delivery.deliveries, fence=_fence(delivery)
-        ):
-            return  # a newer claim owns the task: this delivery is stale
+        if not recorder.live_nowait(task, RUNNING, started_at, delivery.deliveries):
+            fence = _fence(delivery)
+            # the running record goes out while the task runs: later writes land after it
+            if (
+                fence is None
+                or not recorder.post_live(task, RUNNING, started_at, delivery.deliveries, fence)
+            ) and not await recorder.live(
+                task, RUNNING, started_at, delivery.deliveries, fence=fence
+            ):
+                return  # a newer claim owns the task: this delivery is stale
         slot.in_call = True
         try:
             if task.timeout is None and type(executor) is IOExecutor:
@@ -290,7 +297,26 @@ class Worker:
             return
         if await self._recorder.record(record, fence=_fence(delivery)):
             self._succeeded(delivery.task.name, started_at, finished_at)
+            await self._ack(delivery)
+
+    async def _ack(self, delivery: Delivery) -> None:
+        """Ack a task whose final record is stored, without waiting when the broker can
+        post it (:meth:`stop` waits for those); a lost ack only redelivers the task."""
+        posted = self._broker.post_ack(delivery)
+        if posted is None:
             await self._broker.ack(delivery)
+            return
+        acks = self._posted_acks
+        acks.add(posted)
+        posted.add_done_callback(self._ack_done)
+
+    def _ack_done(self, posted: asyncio.Future[int]) -> None:
+        self._posted_acks.discard(posted)
+        if not posted.cancelled() and posted.exception() is not None:
+            logger.warning(
+                "an ack failed; the task's lease will return it to the queue: %s",
+                posted.exception(),
+            )
 
     async def _unknown(self, delivery: Delivery) -> None:
         task = delivery.task
@@ -355,7 +381,7 @@ class Worker:
             task, FAILED, error, started_at, delivery.deliveries, fence=_fence(delivery)
         ):
             self.telemetry.failed(task.name)
-            await self._broker.ack(delivery)
+            await self._ack(delivery)
 
     async def _lost(self, delivery: Delivery, lost: WorkerLostError, started_at: datetime) -> None:
         task = delivery.task
@@ -391,4 +417,4 @@ class Worker:
             task, CANCELLED, error, started_at, delivery.deliveries, fence=_fence(delivery)
         ):
             self.telemetry.cancelled(task.name)
-            await self._broker.ack(delivery)
+            await self._ack(delivery)

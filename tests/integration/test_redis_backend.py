@@ -98,3 +98,104 @@ async def test_clear_removes_only_its_own_prefix(make_backend: MakeBackend) -> N
     finally:
         await other.clear()
         await other.close()
+
+
+class ReadCounter:
+    """Counts the record reads a backend sends to Redis."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.reads = 0
+        reader = backend._reader
+        original = reader._run
+
+        async def counted(task_ids: list[str]) -> list[bytes | None]:
+            self.reads += len(task_ids)
+            return await original(task_ids)
+
+        reader._run = counted
+
+
+async def subscribed(backend: RedisBackend) -> None:
+    """Make ``backend`` listen for completions, as its first ``wait_for`` does."""
+    await backend.store("warm-up", record("warm-up", TaskStatus.SUCCESS))
+    await backend.wait_for("warm-up", 5)
+
+
+async def test_a_completion_that_came_before_the_wait_is_not_read_again(
+    make_backend: MakeBackend,
+) -> None:
+    producer, worker = make_backend(), make_backend()
+    await subscribed(producer)
+    counter = ReadCounter(producer)
+    await producer.store("t", record("t", TaskStatus.PENDING, args=(1,)))
+    assert await worker.store_fenced("t", record("t", TaskStatus.SUCCESS, result=2), 1)
+    async with asyncio.timeout(5):
+        while producer._recent._young.get("t") is None:
+            await asyncio.sleep(0.01)  # the completion message is on its way
+    done = await producer.wait_for("t", 5)
+    assert (done.status, done.result) == (TaskStatus.SUCCESS, 2)
+    assert counter.reads == 0, "the held completion was read from Redis again"
+
+
+async def test_a_held_task_is_woken_by_its_completion_without_a_read(
+    make_backend: MakeBackend,
+) -> None:
+    producer, worker = make_backend(), make_backend()
+    await subscribed(producer)
+    counter = ReadCounter(producer)
+    await producer.store("t", record("t", TaskStatus.PENDING))
+    waiter = asyncio.ensure_future(producer.wait_for("t", 5))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    assert await worker.store_fenced("t", record("t", TaskStatus.RUNNING), 1)
+    await asyncio.sleep(0.05)
+    assert not waiter.done(), "a running record woke the waiter"
+    assert await worker.store_fenced("t", record("t", TaskStatus.FAILED, error="E: x"), 1)
+    done = await asyncio.wait_for(waiter, 5)
+    assert done.error == "E: x"
+    assert counter.reads == 0
+
+
+async def test_held_ids_are_read_again_after_a_resubscription(make_backend: MakeBackend) -> None:
+    producer, worker = make_backend(), make_backend()
+    await subscribed(producer)
+    await producer.store("t", record("t", TaskStatus.PENDING))
+    producer._on_subscribed()  # what a reconnection does: completions may have been missed
+    assert await worker.store_fenced("t", record("t", TaskStatus.SUCCESS, result=3), 1)
+    counter = ReadCounter(producer)
+    done = await producer.wait_for("t", 5)
+    assert done.result == 3
+    assert counter.reads == 1, "after a resubscription the record must be read"
+
+
+async def test_a_pending_record_stored_before_subscribing_is_read(
+    make_backend: MakeBackend,
+) -> None:
+    producer, worker = make_backend(), make_backend()
+    await producer.store("t", record("t", TaskStatus.PENDING))  # not yet subscribed
+    assert await worker.store_fenced("t", record("t", TaskStatus.SUCCESS, result=4), 1)
+    counter = ReadCounter(producer)
+    done = await producer.wait_for("t", 5)
+    assert done.result == 4
+    assert counter.reads == 1
+
+
+async def test_a_posted_write_lands_before_later_writes(make_backend: MakeBackend) -> None:
+    backend = make_backend()
+    await backend.connect()
+    running = backend.post_fenced("t", record("t", TaskStatus.RUNNING), 3)
+    assert running is not None
+    assert await backend.store_fenced("t", record("t", TaskStatus.SUCCESS, result=5), 3)
+    assert await running == 1
+    loaded = await backend.get("t")
+    assert loaded is not None
+    assert (loaded.status, loaded.result) == (TaskStatus.SUCCESS, 5)
+    stale = backend.post_fenced("t", record("t", TaskStatus.RUNNING), 2)
+    assert stale is not None
+    assert await stale == 0, "a posted write from an older claim was not refused"
+
+
+async def test_post_fenced_before_start_asks_the_caller_to_await(
+    make_backend: MakeBackend,
+) -> None:
+    assert make_backend().post_fenced("t", record("t", TaskStatus.RUNNING), 1) is None

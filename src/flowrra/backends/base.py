@@ -11,6 +11,7 @@ backend may replace with faster ones. Every implementation passes
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 
@@ -73,6 +74,20 @@ class BaseResultBackend(ABC):
         """
         await self.store(task_id, result)
         return True
+
+    def post_fenced(
+        self, task_id: str, result: TaskResult, fence: int
+    ) -> asyncio.Future[int] | None:
+        """Start :meth:`store_fenced` without waiting for it, or ``None`` if not supported.
+
+        A backend returns a future only when it guarantees that every write this process
+        starts afterwards (``store``, ``store_fenced``, ``post_fenced``) lands after this
+        one, so a worker can run the task while its running record is on the way. The
+        future holds 1 when the record was stored, 0 when a newer claim had written it
+        (:meth:`store_fenced` answering False). The default returns ``None``: the caller
+        then awaits :meth:`store_fenced`.
+        """
+        return None
 
     async def delete(self, task_id: str) -> bool:
         """Remove the record of ``task_id``; True if there was one."""

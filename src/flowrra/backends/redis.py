@@ -35,7 +35,7 @@ from typing import Any
 
 from flowrra import _lua
 from flowrra.backends.base import LISTING_CHUNK, BaseResultBackend
-from flowrra.backends.waiters import ResultWaiters
+from flowrra.backends.waiters import RecentSubmissions, ResultWaiters
 from flowrra.config import BackendConfig
 from flowrra.exceptions import BackendError, TaskNotFoundError
 from flowrra.redis_connection import (
@@ -51,7 +51,7 @@ from flowrra.redis_connection import (
 from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
 from flowrra.redis_wire import Script, Wire, WireSubscription
 from flowrra.serialization import dumps
-from flowrra.task import TaskResult, TaskStatus, is_terminal
+from flowrra.task import PENDING, TaskResult, TaskStatus, is_terminal
 
 logger = logging.getLogger("flowrra.backends.redis")
 
@@ -202,6 +202,7 @@ class RedisBackend(BaseResultBackend):
         self._writer: Coalescer[_Write, int] = Coalescer(self._write_batch, _BATCH)
         self._reader: Coalescer[str, bytes | None] = Coalescer(self._read_batch, _BATCH)
         self._waiters = ResultWaiters()
+        self._recent = RecentSubmissions()
         self._supervisor = Supervisor("redis-backend")
         self._done = WireSubscription(
             self._client, self.keys.done, self._on_done, self._on_subscribed
@@ -336,6 +337,8 @@ class RedisBackend(BaseResultBackend):
         """Save the record; a finished one gets the TTL and wakes waiters everywhere."""
         if not self._started:
             await self._start()
+        if result.status is PENDING and self._done.subscribed:
+            self._recent.watch(task_id)  # its completion cannot reach Redis before this
         await self._writer.submit(self._write(task_id, result, ""))
 
     async def store_fenced(self, task_id: str, result: TaskResult, fence: int) -> bool:
@@ -348,6 +351,17 @@ class RedisBackend(BaseResultBackend):
         if not self._started:
             await self._start()
         return await self._writer.submit(self._write(task_id, result, str(fence))) == 1
+
+    def post_fenced(
+        self, task_id: str, result: TaskResult, fence: int
+    ) -> asyncio.Future[int] | None:
+        """Start :meth:`store_fenced` without waiting: the future holds 1 (stored) or 0
+        (refused: a newer claim wrote the record). Writes of this backend go out in the
+        order they were started, on one connection, so later ones land after it. None
+        before the backend was started (then await :meth:`store_fenced`)."""
+        if not self._started:
+            return None
+        return self._writer.post(self._write(task_id, result, str(fence)))
 
     async def _write_batch(self, batch: list[_Write]) -> list[int]:
         ttl = 0 if self.ttl is None else max(1, math.ceil(self.ttl * 1000))
@@ -381,14 +395,22 @@ class RedisBackend(BaseResultBackend):
     async def wait_for(self, task_id: str, timeout: float | None) -> TaskResult:
         """Wait for completion, woken by the completion's pub/sub message (no polling).
 
-        The check before waiting decodes nothing for an unfinished record in the layout
+        A task this process recorded as pending while subscribed needs no read: its
+        completion, if any, already arrived on the subscription (see
+        :class:`~flowrra.backends.waiters.RecentSubmissions`). Otherwise the record is read
+        first; that check decodes nothing for an unfinished record in the layout
         :meth:`store` writes (its opening bytes give the status); any other record is
         parsed, a :class:`TaskResult` is built only when the task has finished, and
         BackendError is raised for a record that is not a JSON object with a status.
         """
         if not self._done.subscribed:
             await self._listen()
+        held, done = self._recent.take(task_id)
+        if done is not None:
+            return decode_record(task_id, done)
         future = self._waiters.add(task_id)  # before the read: a completion can't slip by
+        if held:
+            return await self._waiters.until(task_id, future, timeout)
         try:
             raw = await self._reader.submit(task_id)
             unfinished = raw is not None and _written_unfinished(task_id, raw)
@@ -411,6 +433,7 @@ class RedisBackend(BaseResultBackend):
         size = int(length)
         task_id = rest[:size].decode()
         if task_id not in self._waiters:
+            self._recent.arrived(task_id, rest[size:])
             return
         try:
             record = decode_record(task_id, rest[size:])
@@ -421,6 +444,7 @@ class RedisBackend(BaseResultBackend):
 
     def _on_subscribed(self) -> None:
         """Completions may have been missed while unsubscribed: re-read the waited ids."""
+        self._recent.clear()
         if self._waiters:
             asyncio.get_running_loop().create_task(self._recheck(self._waiters.ids()))
 

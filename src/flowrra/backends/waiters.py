@@ -64,3 +64,65 @@ class ResultWaiters(dict[str, list[asyncio.Future[TaskResult]]]):
         for future in self.pop(task_id, ()):
             if not future.done():
                 future.set_exception(error)
+
+
+_UNWATCHED = object()
+
+
+class RecentSubmissions:
+    """Task ids this process recorded as pending while it was subscribed to completions,
+    each with the completion (the raw final record) if one arrived before anybody waited.
+
+    For such an id the subscription has seen every completion since before the task could
+    run, so :meth:`take` tells a waiter the outcome without reading Redis: the raw record
+    if it finished, or that it has not finished yet. Whoever subscribes must
+    :meth:`clear` on every (re)subscription, since messages sent while the connection was
+    down are lost; an id that is no longer held is simply read from Redis as before.
+
+    Memory is bounded: ids are kept in two generations of at most ``capacity`` each; when
+    the young one fills it becomes the old one and the previous old one is dropped, so at
+    most ``2 * capacity`` ids (and their completions) are held, the most recent ones.
+    """
+
+    __slots__ = ("_capacity", "_old", "_young")
+
+    def __init__(self, capacity: int = 8192) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        self._young: dict[str, bytes | None] = {}
+        self._old: dict[str, bytes | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+    def watch(self, task_id: str) -> None:
+        """Hold ``task_id`` (recorded as pending just now, while subscribed)."""
+        young = self._young
+        young[task_id] = None
+        if len(young) >= self._capacity:
+            self._old, self._young = young, {}
+
+    def arrived(self, task_id: str, raw: bytes) -> None:
+        """Keep the completion ``raw`` of a held id (any other id is ignored)."""
+        if task_id in self._young:
+            self._young[task_id] = raw
+        elif task_id in self._old:
+            self._old[task_id] = raw
+
+    def take(self, task_id: str) -> tuple[bool, bytes | None]:
+        """Stop holding ``task_id``: ``(True, raw)`` if it finished (``raw`` its final
+        record), ``(True, None)`` if it has not finished, ``(False, None)`` if the id is
+        not held (then only Redis can tell)."""
+        raw = self._young.pop(task_id, _UNWATCHED)
+        if raw is _UNWATCHED:
+            raw = self._old.pop(task_id, _UNWATCHED)
+            if raw is _UNWATCHED:
+                return False, None
+        assert raw is None or type(raw) is bytes
+        return True, raw
+
+    def clear(self) -> None:
+        """Forget every id (after a (re)subscription: completions may have been missed)."""
+        self._young = {}
+        self._old = {}

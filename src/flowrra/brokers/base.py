@@ -14,6 +14,7 @@ executors run wait in different lanes, so a full CPU pool never blocks IO work.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,6 +161,16 @@ class QueueBroker(BaseBroker):
 
         An optional fast path; on None the caller awaits :meth:`ack`. The default always
         returns None.
+        """
+        return None
+
+    def post_ack(self, delivery: Delivery) -> asyncio.Future[int] | None:
+        """Start :meth:`ack` without waiting for it, or ``None`` if not supported.
+
+        The future holds 1 when the task was acked, 0 for a stale claim. A broker that
+        returns one sends it in order with its later operations and before its
+        :meth:`close` returns; the caller must not stop the event loop before the future
+        is done. The default returns ``None``: the caller then awaits :meth:`ack`.
         """
         return None
 

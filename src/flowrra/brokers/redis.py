@@ -212,11 +212,14 @@ class RedisBroker(QueueBroker):
             return False
 
     async def close(self) -> None:
-        """Hand prefetched claims back, stop the background loops, close the connections.
+        """Send the settlements started so far, hand prefetched claims back, stop the
+        background loops, close the connections.
 
         Deliveries handed to callers and not yet settled stay leased; without a heartbeat
         their leases expire and the reaper of another broker redelivers them.
         """
+        for settler in self._settlers.values():
+            await settler.drain()  # acks posted without waiting are sent first
         try:
             if self._started:
                 await self._return_spares(None)
@@ -474,18 +477,26 @@ class RedisBroker(QueueBroker):
         result: list[int] = await self._run("settle", queue, *args)
         return [int(r) for r in result]
 
-    async def _settle(self, delivery: Delivery, op: _Op) -> bool:
+    def _post_settle(self, delivery: Delivery, op: _Op) -> asyncio.Future[int]:
         queue = split_lane(delivery.lane)[0]
         held = self._held.get(queue)
         if held is not None and held.get(delivery.task.id) == op[2]:
             del held[delivery.task.id]
-        return await self._settler(queue).submit(op) == 1
+        return self._settler(queue).post(op)
+
+    async def _settle(self, delivery: Delivery, op: _Op) -> bool:
+        return await self._post_settle(delivery, op) == 1
+
+    def post_ack(self, delivery: Delivery) -> asyncio.Future[int]:
+        """Start :meth:`ack` without waiting: the future holds 1 (acked) or 0 (a stale
+        claim). Settlements of a queue go out in the order they were started, and
+        :meth:`close` sends every one started before it."""
+        op: _Op = ("ack", delivery.task.id, str(delivery.token), "", "", "")
+        return self._post_settle(delivery, op)
 
     async def ack(self, delivery: Delivery) -> bool:
         """Done: the task leaves Redis. False for a stale claim."""
-        return await self._settle(
-            delivery, ("ack", delivery.task.id, str(delivery.token), "", "", "")
-        )
+        return await self.post_ack(delivery) == 1
 
     async def retry(self, delivery: Delivery, delay: float) -> bool:
         """Store the updated task and put it in the delayed set for ``delay`` s (ready if <= 0)."""
