@@ -113,8 +113,8 @@ end
 
 # ARGV[6] max waiting tasks (0: no bound); then per task: id, message, "<exec>|<prio>", eta ms
 # (0: now). Returns per task 1 (queued), 0 (id already known) or -1 (queue full).
-# Batched: one INCRBY reserves the batch's sequence numbers, one ZADD and one wake-up per
-# lane, so a task costs two hash writes.
+# Batched: one HMGET finds the ids already known, one INCRBY reserves the batch's sequence
+# numbers, one HSET per hash, one ZADD and one wake-up per lane.
 ENQUEUE = (
     _BROKER_COMMON
     + r"""
@@ -122,22 +122,30 @@ local max_size = tonumber(ARGV[6])
 local now = now_ms()
 local count = (#ARGV - 6) / 4
 local seq = redis.call('INCRBY', K_SEQ, count) - count
-local out, lanes, order = {}, {}, {}
-for i = 7, #ARGV, 4 do
-  local id = ARGV[i]
+local ids = {}
+for i = 7, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
+local known = redis.call('HMGET', K_MSG, unpack(ids))
+local waiting = 0
+if max_size > 0 then waiting = redis.call('HLEN', K_MSG) - redis.call('ZCARD', K_LEASES) end
+local out, lanes, order, bodies, metas, added = {}, {}, {}, {}, {}, {}
+for k = 1, count do
+  local i = 3 + 4 * k
+  local id = ids[k]
   local result = 1
-  if max_size > 0 then
-    if redis.call('HEXISTS', K_MSG, id) == 1 then
-      result = 0
-    elseif redis.call('HLEN', K_MSG) - redis.call('ZCARD', K_LEASES) >= max_size then
-      redis.call('SET', K_FULL, '1')
-      result = -1
-    end
+  if known[k] or added[id] then
+    result = 0
+  elseif max_size > 0 and waiting >= max_size then
+    redis.call('SET', K_FULL, '1')
+    result = -1
   end
-  if result == 1 and redis.call('HSETNX', K_MSG, id, ARGV[i + 1]) == 0 then result = 0 end
   if result == 1 then
+    added[id] = true
+    waiting = waiting + 1
     local meta = ARGV[i + 2]
-    redis.call('HSET', K_META, id, meta)
+    bodies[#bodies + 1] = id
+    bodies[#bodies + 1] = ARGV[i + 1]
+    metas[#metas + 1] = id
+    metas[#metas + 1] = meta
     local eta = tonumber(ARGV[i + 3])
     if eta > now then
       delay(id, eta)
@@ -156,6 +164,10 @@ for i = 7, #ARGV, 4 do
   end
   out[#out + 1] = result
 end
+if #bodies > 0 then
+  redis.call('HSET', K_MSG, unpack(bodies))
+  redis.call('HSET', K_META, unpack(metas))
+end
 for _, ex in ipairs(order) do
   redis.call('ZADD', READY .. ex, unpack(lanes[ex]))
   wake(ex)
@@ -166,7 +178,8 @@ return out
 
 # ARGV[6] lease ms, ARGV[7] how many to claim, ARGV[8..] executors (lanes) in preference
 # order. Returns flat groups of id, executor, token, deliveries, message. Per lane: one
-# ZPOPMIN, HMGET, INCRBY (the tokens), HSET and ZADD; per task one HINCRBY.
+# ZPOPMIN, two HMGET (messages, delivery counts), one INCRBY (the tokens), two HSET and one
+# ZADD, however many tasks it claims.
 CLAIM = (
     _BROKER_COMMON
     + r"""
@@ -181,27 +194,32 @@ for j = 8, #ARGV do
     local ids = {}
     for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
     local bodies = redis.call('HMGET', K_MSG, unpack(ids))
+    local counts = redis.call('HMGET', K_DELIV, unpack(ids))
     local token = redis.call('INCRBY', K_SEQ, #ids) - #ids
-    local tokens, leases = {}, {}
+    local tokens, leases, deliveries = {}, {}, {}
     for k, id in ipairs(ids) do
       local body = bodies[k]
       if body then
         token = token + 1
         local text = string.format('%.0f', token)
+        local delivered = (tonumber(counts[k]) or 0) + 1
         tokens[#tokens + 1] = id
         tokens[#tokens + 1] = text
         leases[#leases + 1] = deadline
         leases[#leases + 1] = id
+        deliveries[#deliveries + 1] = id
+        deliveries[#deliveries + 1] = delivered
         out[#out + 1] = id
         out[#out + 1] = ex
         out[#out + 1] = text
-        out[#out + 1] = redis.call('HINCRBY', K_DELIV, id, 1)
+        out[#out + 1] = delivered
         out[#out + 1] = body
         want = want - 1
       end
     end
     if #tokens > 0 then
       redis.call('HSET', K_TOKENS, unpack(tokens))
+      redis.call('HSET', K_DELIV, unpack(deliveries))
       redis.call('ZADD', K_LEASES, unpack(leases))
     end
   end
@@ -359,7 +377,9 @@ return body
 # "<fence>|<status>": the highest claim token that wrote it and the index it is in. A
 # fenced write whose fence is below the stored one is refused (0). Unfinished records never
 # expire (SET/MSET without PX drops any earlier TTL). Every stored record is published on
-# the updates channel; finished ones also on the completion channel.
+# the updates channel; finished ones also on the completion channel. Several writes of one
+# id in a batch (a running and a final record) land as the last one, each published; the
+# record's index entry moves once, from the status before the batch to the last one.
 STORE = r"""
 local REC, STATE, STATUS, DONE, UPDATES = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[6])
@@ -368,7 +388,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local keys = {}
 for i = 7, #ARGV, 5 do keys[#keys + 1] = STATE .. ARGV[i] end
 local states = redis.call('MGET', unpack(keys))
-local latest, index, order, plain, trim = {}, {}, {}, {}, {}
+-- latest: state after this batch's writes so far; origin: the indexed status before them;
+-- index: the status to index; plain: id -> {json, state} written by one MSET at the end
+-- (false once a later write with a TTL superseded it)
+local latest, origin, index, order, trim = {}, {}, {}, {}, {}
+local plain, queued, plain_order = {}, {}, {}
 local out = {}
 for k = 1, #keys do
   local i = 2 + 5 * k
@@ -379,37 +403,54 @@ for k = 1, #keys do
   local ok = 1
   if fence ~= '' and old_fence ~= '' and tonumber(old_fence) > tonumber(fence) then ok = 0 end
   if ok == 1 then
-    if latest[id] and #plain > 0 then
-      redis.call('MSET', unpack(plain))  -- an earlier write of this id must land first
-      plain = {}
-    end
     if fence == '' then fence = old_fence end
     local new_state = fence .. '|' .. status
+    if not index[id] then
+      order[#order + 1] = id
+      origin[id] = old_status
+    end
     latest[id] = new_state
+    index[id] = status
     if ttl > 0 and finished == '1' then
       redis.call('SET', REC .. id, json, 'PX', ttl)
       redis.call('SET', STATE .. id, new_state, 'PX', ttl)
+      plain[id] = false
       trim[status] = true
     else
-      plain[#plain + 1] = REC .. id
-      plain[#plain + 1] = json
-      plain[#plain + 1] = STATE .. id
-      plain[#plain + 1] = new_state
+      if not queued[id] then
+        queued[id] = true
+        plain_order[#plain_order + 1] = id
+      end
+      plain[id] = {json, new_state}
     end
-    if old_status ~= status and old_status ~= '' then
-      redis.call('ZREM', STATUS .. old_status, id)
-    end
-    if not index[id] then order[#order + 1] = id end
-    index[id] = status
     if UPDATES ~= '' then redis.call('PUBLISH', UPDATES, json) end
     if finished == '1' then redis.call('PUBLISH', DONE, string.len(id) .. ':' .. id .. json) end
   end
   out[#out + 1] = ok
 end
-if #plain > 0 then redis.call('MSET', unpack(plain)) end
-local adds, statuses = {}, {}
+local writes = {}
+for _, id in ipairs(plain_order) do
+  local write = plain[id]
+  if write then
+    writes[#writes + 1] = REC .. id
+    writes[#writes + 1] = write[1]
+    writes[#writes + 1] = STATE .. id
+    writes[#writes + 1] = write[2]
+  end
+end
+if #writes > 0 then redis.call('MSET', unpack(writes)) end
+local adds, statuses, leaving, left = {}, {}, {}, {}
 for _, id in ipairs(order) do
-  local status = index[id]
+  local status, from = index[id], origin[id]
+  if from ~= '' and from ~= status then
+    local gone = leaving[from]
+    if not gone then
+      gone = {}
+      leaving[from] = gone
+      left[#left + 1] = from
+    end
+    gone[#gone + 1] = id
+  end
   local list = adds[status]
   if not list then
     list = {}
@@ -419,6 +460,7 @@ for _, id in ipairs(order) do
   list[#list + 1] = now
   list[#list + 1] = id
 end
+for _, from in ipairs(left) do redis.call('ZREM', STATUS .. from, unpack(leaving[from])) end
 for _, status in ipairs(statuses) do
   redis.call('ZADD', STATUS .. status, unpack(adds[status]))
   if trim[status] then redis.call('ZREMRANGEBYSCORE', STATUS .. status, '-inf', now - ttl) end

@@ -48,6 +48,33 @@ async def test_enqueue_is_idempotent_on_task_id(broker: QueueBroker) -> None:
     assert await broker.ack(delivery)
 
 
+async def test_concurrent_enqueues_keep_one_copy_of_an_id(broker: QueueBroker) -> None:
+    results = await asyncio.gather(
+        *(broker.enqueue(make_task(task_id)) for task_id in ["x", "y", "x", "z", "y", "x"])
+    )
+    assert results == [True, True, False, True, False, False]
+    assert sorted(await claim_ids(broker, 3)) == ["x", "y", "z"]
+    assert (await broker.counts()).ready == 0
+
+
+async def test_concurrent_enqueues_past_the_bound_wait_for_room(
+    broker_factory: BrokerFactory,
+) -> None:
+    broker = await broker_factory(3)
+    try:
+        enqueues = [
+            asyncio.ensure_future(broker.enqueue(make_task(str(index)))) for index in range(5)
+        ]
+        await asyncio.sleep(0.1)
+        assert sum(e.done() for e in enqueues) == 3, "the bound admitted the wrong number"
+        claimed = await claim_ids(broker, 2)
+        assert await asyncio.wait_for(asyncio.gather(*enqueues), 2) == [True] * 5
+        claimed += await claim_ids(broker, 3)
+        assert sorted(claimed) == ["0", "1", "2", "3", "4"]
+    finally:
+        await broker.close()
+
+
 async def test_lanes_are_separate(broker: QueueBroker) -> None:
     await broker.enqueue(make_task("cpu-task", executor="cpu"))
     await broker.enqueue(make_task("io-task"))

@@ -199,3 +199,41 @@ async def test_post_fenced_before_start_asks_the_caller_to_await(
     make_backend: MakeBackend,
 ) -> None:
     assert make_backend().post_fenced("t", record("t", TaskStatus.RUNNING), 1) is None
+
+
+async def test_several_writes_of_one_task_in_one_batch_land_as_the_last(
+    make_backend: MakeBackend, raw: aioredis.Redis, prefix: str
+) -> None:
+    backend = make_backend(ttl=60)
+    keys = BackendKeys(prefix)
+    await backend.store("a", record("a", TaskStatus.PENDING))
+    await backend.store("b", record("b", TaskStatus.PENDING))
+    updates: list[dict[str, object]] = []
+    await backend.listen_updates(lambda event: updates.append(event["task"]))
+    results = await asyncio.gather(
+        backend.store_fenced("a", record("a", TaskStatus.RUNNING), 1),
+        backend.store_fenced("a", record("a", TaskStatus.SUCCESS, result=1), 1),
+        backend.store_fenced("b", record("b", TaskStatus.FAILED, error="E: x"), 2),
+        backend.store_fenced("b", record("b", TaskStatus.PENDING, deliveries=1), 2),
+        backend.store_fenced("b", record("b", TaskStatus.RUNNING), 1),  # stale: refused
+    )
+    assert results == [True, True, True, True, False]
+    a, b = await backend.get("a"), await backend.get("b")
+    assert a is not None and b is not None
+    assert (a.status, a.result) == (TaskStatus.SUCCESS, 1)
+    assert (b.status, b.deliveries) == (TaskStatus.PENDING, 1)
+    assert 0 < await raw.pttl(keys.record("a")) <= 60_000
+    assert await raw.pttl(keys.record("b")) == -1, "a later unfinished write kept the TTL"
+    counts = await backend.count_by_status()
+    assert counts[TaskStatus.SUCCESS] == 1
+    assert counts[TaskStatus.PENDING] == 1
+    assert counts[TaskStatus.RUNNING] == counts[TaskStatus.FAILED] == 0
+    async with asyncio.timeout(5):
+        while len(updates) < 4:
+            await asyncio.sleep(0.01)
+    assert [(u["task_id"], u["status"]) for u in updates] == [
+        ("a", "running"),
+        ("a", "success"),
+        ("b", "failed"),
+        ("b", "pending"),
+    ]
