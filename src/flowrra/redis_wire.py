@@ -56,8 +56,24 @@ Reply = Any
 _CRLF = b"\r\n"
 
 
+_hiredis_pack = getattr(hiredis, "pack_command", None)  # hiredis >= 2.1
+
+
 def pack(args: Sequence[Arg]) -> bytes:
-    """``args`` as one RESP command (bytes as they are, str UTF-8, numbers in decimal)."""
+    """``args`` as one RESP command (bytes as they are, str UTF-8, numbers in decimal).
+
+    hiredis packs it in C; a value it refuses (a bool, say) takes the Python path, which
+    writes ``str(value)``.
+    """
+    if _hiredis_pack is not None:
+        try:
+            return _hiredis_pack(args if type(args) is tuple else tuple(args))  # type: ignore[no-any-return]
+        except TypeError:
+            pass
+    return _pack_in_python(args)
+
+
+def _pack_in_python(args: Sequence[Arg]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     append = parts.append
     for arg in args:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from _services import require_redis
@@ -45,3 +48,13 @@ def scratch_backend(**options: Any) -> RedisBackend:
     """A :class:`RedisBackend` on this run's database with a fresh prefix."""
     options.setdefault("prefix", unique_prefix("backend"))
     return RedisBackend(redis_url(), **options)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from flowrra.backends.redis import RedisBackend
 from flowrra.redis_keys import BackendKeys
 from flowrra.task import TaskResult, TaskStatus
-from integration.redis_support import scratch_backend
+from integration.redis_support import scratch_backend, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -129,9 +129,8 @@ async def test_a_completion_that_came_before_the_wait_is_not_read_again(
     counter = ReadCounter(producer)
     await producer.store("t", record("t", TaskStatus.PENDING, args=(1,)))
     assert await worker.store_fenced("t", record("t", TaskStatus.SUCCESS, result=2), 1)
-    async with asyncio.timeout(5):
-        while producer._recent._young.get("t") is None:
-            await asyncio.sleep(0.01)  # the completion message is on its way
+    # the completion message is on its way
+    assert await wait_until(lambda: producer._recent._young.get("t") is not None, 5)
     done = await producer.wait_for("t", 5)
     assert (done.status, done.result) == (TaskStatus.SUCCESS, 2)
     assert counter.reads == 0, "the held completion was read from Redis again"
@@ -217,9 +216,10 @@ async def test_several_writes_of_one_task_in_one_batch_land_as_the_last(
         backend.store_fenced("b", record("b", TaskStatus.PENDING, deliveries=1), 2),
         backend.store_fenced("b", record("b", TaskStatus.RUNNING), 1),  # stale: refused
     )
-    assert results == [True, True, True, True, False]
+    assert list(results) == [True, True, True, True, False]
     a, b = await backend.get("a"), await backend.get("b")
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert (a.status, a.result) == (TaskStatus.SUCCESS, 1)
     assert (b.status, b.deliveries) == (TaskStatus.PENDING, 1)
     assert 0 < await raw.pttl(keys.record("a")) <= 60_000
@@ -228,9 +228,7 @@ async def test_several_writes_of_one_task_in_one_batch_land_as_the_last(
     assert counts[TaskStatus.SUCCESS] == 1
     assert counts[TaskStatus.PENDING] == 1
     assert counts[TaskStatus.RUNNING] == counts[TaskStatus.FAILED] == 0
-    async with asyncio.timeout(5):
-        while len(updates) < 4:
-            await asyncio.sleep(0.01)
+    assert await wait_until(lambda: len(updates) >= 4, 5)
     assert [(u["task_id"], u["status"]) for u in updates] == [
         ("a", "running"),
         ("a", "success"),

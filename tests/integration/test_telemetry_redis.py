@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,21 +16,17 @@ from flowrra.management import FlowrraManager
 from flowrra.redis_connection import connect
 from flowrra.telemetry import Flush, WorkerPresence
 from flowrra.telemetry.redis import RedisTelemetryStore
-from integration.redis_support import redis_url, scratch_backend, scratch_broker, unique_prefix
+from integration.redis_support import (
+    redis_url,
+    scratch_backend,
+    scratch_broker,
+    unique_prefix,
+    wait_until,
+)
 
 pytestmark = pytest.mark.service
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until it holds (True) or ``timeout`` s pass (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 def redis_app(prefix: str, interval: float = 5.0) -> Flowrra:

@@ -50,7 +50,7 @@ def test_clear_forgets_every_id() -> None:
     recent.clear()
     assert len(recent) == 0
     assert recent.take("c") == (False, None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="capacity"):
         RecentSubmissions(capacity=0)
 
 
@@ -126,7 +126,7 @@ class PostingBroker(MemoryBroker):
         self.fail = fail
         self.posted: list[asyncio.Future[int]] = []
 
-    def ack_nowait(self, delivery: Delivery) -> None:
+    def ack_nowait(self, delivery: Delivery) -> None:  # type: ignore[override]
         return None  # the worker then takes its awaiting path, which posts
 
     def post_ack(self, delivery: Delivery) -> asyncio.Future[int]:
@@ -161,7 +161,7 @@ async def test_stop_waits_for_posted_acks() -> None:
     ids = [await app.submit("double", value) for value in range(3)]
     for task_id, value in zip(ids, range(3), strict=True):
         assert (await app.wait_for_result(task_id, timeout=5)).result == value * 2
-    assert broker.posted and not all(future.done() for future in broker.posted)
+    assert not all(future.done() for future in broker.posted), "the acks were not posted"
     await app.stop()
     assert len(broker.posted) == 3
     assert all(future.result() == 1 for future in broker.posted)

@@ -151,6 +151,7 @@ class RedisBroker(QueueBroker):
         self._queues: dict[str, QueueKeys] = {}
         self._frames: dict[str, tuple[list[str], list[str | int]]] = {}
         self._lanes_known: set[str] = set()
+        self._lanes_registering: dict[str, asyncio.Future[None]] = {}
         self._enqueuers: dict[str, Coalescer[_Entry, int]] = {}
         self._settlers: dict[str, Coalescer[_Op, int]] = {}
         self._claimers: dict[tuple[str, ...], Claimer] = {}
@@ -264,8 +265,25 @@ class RedisBroker(QueueBroker):
         return sorted({text(m) for m in members} | set(self._queues))
 
     async def _register_lane(self, lane: str, queue: str) -> None:
+        """List ``lane`` and its queue in Redis once; concurrent first submits of a lane
+        share one registration (a failed one is tried again by the next submit)."""
         if lane in self._lanes_known:
             return
+        registering = self._lanes_registering.get(lane)
+        if registering is None:
+            registering = asyncio.ensure_future(self._add_lane(lane, queue))
+            self._lanes_registering[lane] = registering
+            registering.add_done_callback(self._lane_registered)
+        await asyncio.shield(registering)
+
+    def _lane_registered(self, registering: asyncio.Future[None]) -> None:
+        for lane, future in list(self._lanes_registering.items()):
+            if future is registering:
+                del self._lanes_registering[lane]
+        if not registering.cancelled():
+            registering.exception()  # retrieved here too: its waiters may all be gone
+
+    async def _add_lane(self, lane: str, queue: str) -> None:
         self._queue(queue)
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.sadd(self.keys.queues, queue)
