@@ -373,13 +373,15 @@ return body
 # Backend. KEYS: the status indexes (every status). ARGV[1] record prefix, ARGV[2] state
 # prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] updates channel
 # ('' for none), ARGV[6] TTL ms of finished records (0: none); then per record: id, JSON,
-# status, fence ('' for none), finished ('1'/'0'). The state key of a record holds
-# "<fence>|<status>": the highest claim token that wrote it and the index it is in. A
-# fenced write whose fence is below the stored one is refused (0). Unfinished records never
-# expire (SET/MSET without PX drops any earlier TTL). Every stored record is published on
-# the updates channel; finished ones also on the completion channel. Several writes of one
-# id in a batch (a running and a final record) land as the last one, each published; the
-# record's index entry moves once, from the status before the batch to the last one.
+# status, fence ('' for none, 'new' to write only a record that does not exist yet),
+# finished ('1'/'0'). The state key of a record holds "<fence>|<status>": the highest claim
+# token that wrote it and the index it is in. A fenced write whose fence is below the
+# stored one is refused (0), and so is a 'new' write of a record that exists. Unfinished
+# records never expire (SET/MSET without PX drops any earlier TTL). Every stored record is
+# published on the updates channel; finished ones also on the completion channel. Several
+# writes of one id in a batch (a running and a final record) land as the last one, each
+# published; the record's index entry moves once, from the status before the batch to the
+# last one.
 STORE = r"""
 local REC, STATE, STATUS, DONE, UPDATES = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[6])
@@ -398,10 +400,15 @@ for k = 1, #keys do
   local i = 2 + 5 * k
   local id, json, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local fence, finished = ARGV[i + 3], ARGV[i + 4]
-  local state = latest[id] or states[k] or '|'
-  local old_fence, old_status = string.match(state, '^(%d*)|(.*)$')
+  local known = latest[id] or states[k]
+  local old_fence, old_status = string.match(known or '|', '^(%d*)|(.*)$')
   local ok = 1
-  if fence ~= '' and old_fence ~= '' and tonumber(old_fence) > tonumber(fence) then ok = 0 end
+  if fence == 'new' then
+    if known then ok = 0 end
+    fence = ''
+  elseif fence ~= '' and old_fence ~= '' and tonumber(old_fence) > tonumber(fence) then
+    ok = 0
+  end
   if ok == 1 then
     if fence == '' then fence = old_fence end
     local new_state = fence .. '|' .. status

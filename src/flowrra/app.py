@@ -582,16 +582,37 @@ class Flowrra:
         return message, queued
 
     async def _enqueue(self, message: Task) -> None:
-        """Record ``message`` as pending and queue it, waiting for room if needed."""
+        """Record ``message`` as pending and queue it, waiting for room if needed.
+
+        Where the backend can post the pending record (Redis), the record and the queueing
+        go out together; the record is written only if no worker wrote a newer one first.
+        If queueing fails, the record is removed. If only the record fails, the task is
+        queued all the same (a worker writes its records): that is logged, not raised,
+        since a caller that submits again would run it twice.
+        """
         queue = self._queue
         if queue is None:
             raise ExecutorNotRunningError()
-        await self._recorder.live(message, PENDING, None, 0)
+        recorded = self._recorder.post_submitted(message)
+        if recorded is None:
+            await self._recorder.live(message, PENDING, None, 0)
         try:
             await queue.enqueue(message)
         except BaseException:
+            if recorded is not None:
+                await asyncio.wait([recorded])
             await self._backend.delete(message.id)
             raise
+        if recorded is not None:
+            try:
+                await recorded
+            except Exception as error:
+                logger.warning(
+                    "task %s[%s] is queued but its pending record could not be written: %s",
+                    message.name,
+                    message.id,
+                    error,
+                )
 
     # -- results ---------------------------------------------------------------------
 

@@ -192,14 +192,28 @@ class TaskRecorder:
         final write gets the same verdict, so the caller may run the task meanwhile. A
         failed or refused write is logged.
         """
-        if self.bus.subscribers and not self.publishes_updates:
-            return False
         record = live_record(task, status, started_at, deliveries)
-        future = self.backend.post_fenced(task.id, record, fence)
+        future = self.post_record(record, fence)
         if future is None:
             return False
         future.add_done_callback(lambda done: _log_posted(done, record))
         return True
+
+    def post_record(self, record: TaskResult, fence: int) -> asyncio.Future[int] | None:
+        """Start a fenced write of ``record`` without waiting (the future holds 1 when it
+        was stored, 0 when a newer claim owns the task), or ``None`` when the backend or a
+        local event subscriber needs the awaiting :meth:`record` instead."""
+        if self.bus.subscribers and not self.publishes_updates:
+            return None
+        return self.backend.post_fenced(record.task_id, record, fence)
+
+    def post_submitted(self, task: Task) -> asyncio.Future[int] | None:
+        """Start recording a task being submitted as pending, without waiting (see
+        :meth:`~flowrra.backends.base.BaseResultBackend.post_new`); ``None`` when the
+        backend or a local event subscriber needs the awaiting :meth:`live` instead."""
+        if self.bus.subscribers and not self.publishes_updates:
+            return None
+        return self.backend.post_new(task.id, live_record(task, PENDING, None, 0))
 
     async def pending(self, task: Task, deliveries: int = 0, *, fence: int | None = None) -> bool:
         """The task waits in the queue (new, or handed back after its worker died)."""

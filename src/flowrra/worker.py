@@ -29,6 +29,7 @@ from flowrra.ids import new_worker_id
 from flowrra.recording import TaskRecorder, add_attempt
 from flowrra.registry import TaskFunction, TaskRegistry
 from flowrra.serialization import SCALAR_TYPES, json_roundtrip
+from flowrra.settling import BackgroundSettlements
 from flowrra.task import CANCELLED, FAILED, RETRYING, RUNNING, SUCCESS, Task, TaskResult
 from flowrra.telemetry.accumulator import WorkerTelemetry
 
@@ -95,7 +96,7 @@ class Worker:
         self._max_deliveries = max_deliveries
         self._slots: list[_Slot] = []
         self._interrupts: dict[str, _Interrupt] = {}
-        self._posted_acks: set[asyncio.Future[int]] = set()
+        self._settlements = BackgroundSettlements(broker, self._succeeded, self._hand_back)
         self._stopping = False
 
     @property
@@ -141,8 +142,7 @@ class Worker:
         await asyncio.gather(*busy, return_exceptions=True)
         await cancel_until_done(idle)
         self._slots.clear()
-        if self._posted_acks:
-            await asyncio.wait(set(self._posted_acks))
+        await self._settlements.drain()
         for executor in self._executors.values():
             await executor.stop()
 
@@ -279,14 +279,29 @@ class Worker:
             task.worker,
             task.attempts,
         )
+        if self._interrupts or not self._settle_without_waiting(
+            delivery, record, started_at, finished_at
+        ):
+            await self._succeed(delivery, record, started_at, finished_at)
+
+    def _settle_without_waiting(
+        self, delivery: Delivery, record: TaskResult, started_at: datetime, finished_at: datetime
+    ) -> bool:
+        """Settle a success without holding the slot: at once where that needs no I/O (in
+        memory), or by posting the final record and acking once it is stored (Redis).
+        False when the caller must await :meth:`_succeed` instead."""
         if (
-            not self._interrupts
-            and recorder.store_nowait(record.task_id, record)
+            self._recorder.store_nowait(record.task_id, record)
             and self._broker.ack_nowait(delivery) is not None
         ):
-            self._succeeded(task.name, started_at, finished_at)
-            return
-        await self._succeed(delivery, record, started_at, finished_at)
+            self._succeeded(delivery.task.name, started_at, finished_at)
+            return True
+        fence = _fence(delivery)
+        stored = None if fence is None else self._recorder.post_record(record, fence)
+        if stored is None:
+            return False
+        self._settlements.success(stored, delivery, started_at, finished_at)
+        return True
 
     async def _succeed(
         self, delivery: Delivery, record: TaskResult, started_at: datetime, finished_at: datetime
@@ -302,21 +317,8 @@ class Worker:
     async def _ack(self, delivery: Delivery) -> None:
         """Ack a task whose final record is stored, without waiting when the broker can
         post it (:meth:`stop` waits for those); a lost ack only redelivers the task."""
-        posted = self._broker.post_ack(delivery)
-        if posted is None:
+        if not self._settlements.ack(delivery):
             await self._broker.ack(delivery)
-            return
-        acks = self._posted_acks
-        acks.add(posted)
-        posted.add_done_callback(self._ack_done)
-
-    def _ack_done(self, posted: asyncio.Future[int]) -> None:
-        self._posted_acks.discard(posted)
-        if not posted.cancelled() and posted.exception() is not None:
-            logger.warning(
-                "an ack failed; the task's lease will return it to the queue: %s",
-                posted.exception(),
-            )
 
     async def _unknown(self, delivery: Delivery) -> None:
         task = delivery.task

@@ -89,6 +89,17 @@ class BaseResultBackend(ABC):
         """
         return None
 
+    def post_new(self, task_id: str, result: TaskResult) -> asyncio.Future[int] | None:
+        """Start writing the first record of a task being submitted, without waiting;
+        ``None`` if not supported (the caller then awaits :meth:`store`).
+
+        The write is skipped when the task already has a record: a worker that claimed
+        the task before this write landed has written a newer one. So the write may land
+        after the task was queued, and a submit waits for both at once. The future holds 1
+        when the record was written, 0 when one existed. Ordered like :meth:`post_fenced`.
+        """
+        return None
+
     async def delete(self, task_id: str) -> bool:
         """Remove the record of ``task_id``; True if there was one."""
         raise NotImplementedError(f"{type(self).__name__} does not support delete()")

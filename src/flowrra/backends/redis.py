@@ -363,6 +363,15 @@ class RedisBackend(BaseResultBackend):
             return None
         return self._writer.post(self._write(task_id, result, str(fence)))
 
+    def post_new(self, task_id: str, result: TaskResult) -> asyncio.Future[int] | None:
+        """Start writing a submitted task's first record unless it has one (see the base
+        class); None before the backend was started."""
+        if not self._started:
+            return None
+        if self._done.subscribed:
+            self._recent.watch(task_id)  # its completion cannot be published before this
+        return self._writer.post(self._write(task_id, result, "new"))
+
     async def _write_batch(self, batch: list[_Write]) -> list[int]:
         ttl = 0 if self.ttl is None else max(1, math.ceil(self.ttl * 1000))
         args: list[str | int] = [
