@@ -378,7 +378,8 @@ return body
 # token that wrote it and the index it is in. A fenced write whose fence is below the
 # stored one is refused (0), and so is a 'new' write of a record that exists. Unfinished
 # records never expire (SET/MSET without PX drops any earlier TTL). Every stored record is
-# published on the updates channel; finished ones also on the completion channel. Several
+# published on the updates channel, finished ones also on the completion channel, each
+# only while it has subscribers. Several
 # writes of one id in a batch (a running and a final record) land as the last one, each
 # published; the record's index entry moves once, from the status before the batch to the
 # last one.
@@ -390,6 +391,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local keys = {}
 for i = 7, #ARGV, 5 do keys[#keys + 1] = STATE .. ARGV[i] end
 local states = redis.call('MGET', unpack(keys))
+-- publish only to channels somebody listens to (a subscriber confirmed before this script
+-- gets every message it sends)
+if UPDATES ~= '' and redis.call('PUBSUB', 'NUMSUB', UPDATES)[2] == 0 then UPDATES = '' end
+local notify = redis.call('PUBSUB', 'NUMSUB', DONE)[2] > 0
 -- latest: state after this batch's writes so far; origin: the indexed status before them;
 -- index: the status to index; plain: id -> {json, state} written by one MSET at the end
 -- (false once a later write with a TTL superseded it)
@@ -431,7 +436,9 @@ for k = 1, #keys do
       plain[id] = {json, new_state}
     end
     if UPDATES ~= '' then redis.call('PUBLISH', UPDATES, json) end
-    if finished == '1' then redis.call('PUBLISH', DONE, string.len(id) .. ':' .. id .. json) end
+    if notify and finished == '1' then
+      redis.call('PUBLISH', DONE, string.len(id) .. ':' .. id .. json)
+    end
   end
   out[#out + 1] = ok
 end
