@@ -597,7 +597,9 @@ class Flowrra:
         if recorded is None:
             await self._recorder.live(message, PENDING, None, 0)
         try:
-            await queue.enqueue(message)
+            posted = queue.post_enqueue(message)
+            if posted is None or await posted < 0:  # not posted, or the queue is full
+                await queue.enqueue(message)
         except BaseException:
             if recorded is not None:
                 await asyncio.wait([recorded])

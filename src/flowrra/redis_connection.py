@@ -273,7 +273,9 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._run = run
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        # items waiting for a batch and their futures, side by side (no pair per item)
+        self._pending: list[ItemT] = []
+        self._futures: list[asyncio.Future[ResultT]] = []
         self._in_flight = 0
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
@@ -287,7 +289,8 @@ class Coalescer(Generic[ItemT, ResultT]):
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
-        self._pending.append((item, future))
+        self._pending.append(item)
+        self._futures.append(future)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._pump)
@@ -300,11 +303,9 @@ class Coalescer(Generic[ItemT, ResultT]):
     async def submit_all(self, items: list[ItemT]) -> list[ResultT]:
         """Queue ``items`` in this order (they go out in one batch when they fit)."""
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[ResultT]] = []
-        for item in items:
-            future: asyncio.Future[ResultT] = loop.create_future()
-            self._pending.append((item, future))
-            futures.append(future)
+        futures: list[asyncio.Future[ResultT]] = [loop.create_future() for _ in items]
+        self._pending.extend(items)
+        self._futures.extend(futures)
         if futures and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._pump)
@@ -313,24 +314,23 @@ class Coalescer(Generic[ItemT, ResultT]):
     async def drain(self) -> None:
         """Wait until every item posted or submitted so far has its result or error (its
         callers get those; nothing is raised here)."""
-        waiting: list[asyncio.Future[Any]] = [future for _, future in self._pending]
-        waiting.extend(self._sending)
+        waiting: list[asyncio.Future[Any]] = [*self._futures, *self._sending]
         if waiting:
             await asyncio.wait(waiting)
 
     def _pump(self) -> None:
         """Start the batches the limits allow (called after submits and after each batch)."""
         self._scheduled = False
-        pending, size = self._pending, self._max_batch
+        pending, futures, size = self._pending, self._futures, self._max_batch
         loop = asyncio.get_running_loop()
         while pending and (
             self._in_flight == 0
             or (len(pending) >= size and self._in_flight < self._max_in_flight)
         ):
-            batch = pending[:size]
-            del pending[:size]
+            batch, waiting = pending[:size], futures[:size]
+            del pending[:size], futures[:size]
             self._in_flight += 1
-            sending = loop.create_task(self._send(batch))
+            sending = loop.create_task(self._send(batch, waiting))
             self._sending.add(sending)
             sending.add_done_callback(self._sent)
 
@@ -340,17 +340,17 @@ class Coalescer(Generic[ItemT, ResultT]):
         if self._pending:
             self._pump()
 
-    async def _send(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+    async def _send(self, batch: list[ItemT], futures: list[asyncio.Future[ResultT]]) -> None:
         try:
-            results = await self._run([item for item, _ in batch])
+            results = await self._run(batch)
         except BaseException as error:
-            for _, future in batch:
+            for future in futures:
                 if not future.done():
                     future.set_exception(error)
             if isinstance(error, asyncio.CancelledError):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

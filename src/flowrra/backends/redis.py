@@ -50,7 +50,7 @@ from flowrra.redis_connection import (
 )
 from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
 from flowrra.redis_wire import Script, Wire, WireSubscription
-from flowrra.serialization import dumps
+from flowrra.serialization import encode_record
 from flowrra.task import PENDING, TaskResult, TaskStatus, is_terminal
 
 logger = logging.getLogger("flowrra.backends.redis")
@@ -331,7 +331,7 @@ class RedisBackend(BaseResultBackend):
         if type(status) is not TaskStatus:  # a plain string: the enum call is the slow path
             status = TaskStatus(status)
         finished = "1" if is_terminal(status) else "0"
-        return (task_id, dumps(result.to_dict), str(status), fence, finished)
+        return (task_id, encode_record(result), str(status), fence, finished)
 
     async def store(self, task_id: str, result: TaskResult) -> None:
         """Save the record; a finished one gets the TTL and wakes waiters everywhere."""

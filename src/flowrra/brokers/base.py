@@ -164,6 +164,16 @@ class QueueBroker(BaseBroker):
         """
         return None
 
+    def post_enqueue(self, task: Task) -> asyncio.Future[int] | None:
+        """Start :meth:`enqueue` without waiting for it, or ``None`` if not possible now.
+
+        The future holds 1 when the task was queued, 0 when its id is already waiting or
+        in flight, and -1 when the queue is full and nothing was queued (the caller then
+        awaits :meth:`enqueue`, which waits for room). The default returns ``None``: the
+        caller awaits :meth:`enqueue`.
+        """
+        return None
+
     def post_ack(self, delivery: Delivery) -> asyncio.Future[int] | None:
         """Start :meth:`ack` without waiting for it, or ``None`` if not supported.
 

@@ -336,23 +336,39 @@ class RedisBroker(QueueBroker):
         lane = task_lane(task)
         if lane not in self._lanes_known:
             await self._register_lane(lane, queue)
-        entry: _Entry = (
-            task.id,
-            self._encode(task),
-            self._meta(task),
-            math.ceil(task.eta * 1000) if task.eta else 0,
-        )
-        enqueuer = self._enqueuers.get(queue)
-        if enqueuer is None:
-            enqueuer = self._enqueuers[queue] = Coalescer(
-                lambda batch: self._enqueue_batch(queue, batch), _BATCH
-            )
+        entry = self._entry(task)
+        enqueuer = self._enqueuer(queue)
         while True:
             mark = self._room.mark()
             outcome = await enqueuer.submit(entry)
             if outcome >= 0:
                 return outcome == 1
             await self._room.wait(mark, _ROOM_SAFETY)
+
+    def post_enqueue(self, task: Task) -> asyncio.Future[int] | None:
+        """Start :meth:`enqueue` without waiting: the future holds 1 (queued), 0 (the id is
+        already waiting or in flight) or -1 (the queue is full and nothing was queued:
+        await :meth:`enqueue` to wait for room). None until the broker is started and the
+        task's lane registered (then await :meth:`enqueue`)."""
+        if not self._started or task_lane(task) not in self._lanes_known:
+            return None
+        return self._enqueuer(task.queue).post(self._entry(task))
+
+    def _entry(self, task: Task) -> _Entry:
+        return (
+            task.id,
+            self._encode(task),
+            self._meta(task),
+            math.ceil(task.eta * 1000) if task.eta else 0,
+        )
+
+    def _enqueuer(self, queue: str) -> Coalescer[_Entry, int]:
+        enqueuer = self._enqueuers.get(queue)
+        if enqueuer is None:
+            enqueuer = self._enqueuers[queue] = Coalescer(
+                lambda batch: self._enqueue_batch(queue, batch), _BATCH
+            )
+        return enqueuer
 
     async def _enqueue_batch(self, queue: str, batch: list[_Entry]) -> list[int]:
         args: list[Any] = [self.max_size or 0]

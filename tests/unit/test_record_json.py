@@ -1,0 +1,82 @@
+"""encode_record writes exactly what ``dumps(record.to_dict)`` writes, for every shape."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from flowrra.serialization import dumps, encode_record
+from flowrra.task import TaskResult, TaskStatus
+
+TEXTS = ["", "plain", 'quote " and \\ backslash', "naïve ünïcode ✓", "line\nbreak\ttab", "\u2028"]
+VALUES: list[Any] = [
+    None,
+    0,
+    -7,
+    2**70,
+    True,
+    False,
+    1.5,
+    -0.0,
+    1e300,
+    math.inf,
+    "text",
+    "ünï",
+    [1, "two", None],
+    {"nested": {"list": [1.25, {"deep": True}]}, "ü": "é"},
+    [],
+    {},
+]
+TIMES = [
+    None,
+    datetime(2026, 11, 29, 20, 16, 38, 582782, tzinfo=UTC),
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds
+    datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2026, 6, 1, 12, 0),  # naive
+]
+
+
+def random_record(rng: random.Random) -> TaskResult:
+    return TaskResult(
+        task_id=rng.choice(TEXTS) or "id",
+        status=rng.choice(list(TaskStatus)),
+        task_name=rng.choice([None, *TEXTS]),
+        result=rng.choice(VALUES),
+        error=rng.choice([None, *TEXTS]),
+        submitted_at=rng.choice(TIMES),
+        started_at=rng.choice(TIMES),
+        finished_at=rng.choice(TIMES),
+        retries=rng.randrange(5),
+        args=tuple(rng.sample(VALUES, rng.randrange(4))),
+        kwargs={text: rng.choice(VALUES) for text in rng.sample(TEXTS, rng.randrange(3))},
+        deliveries=rng.randrange(4),
+        traceback=rng.choice([None, "Traceback (most recent call last):\n  ..."]),
+        worker=rng.choice([None, "host-1:42"]),
+        attempts=tuple(
+            {"attempt": n, "started_at": None, "finished_at": "x", "error": "E", "worker": None}
+            for n in range(rng.randrange(3))
+        ),
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_encode_record_matches_dumps_of_to_dict(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(50):
+        record = random_record(rng)
+        assert encode_record(record) == dumps(record.to_dict)
+
+
+def test_a_record_round_trips_through_encode_record() -> None:
+    record = random_record(random.Random(99))
+    assert TaskResult.from_dict(json.loads(encode_record(record))).to_dict == record.to_dict
+
+
+def test_encode_record_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_record(TaskResult("t", TaskStatus.SUCCESS, result=object()))
