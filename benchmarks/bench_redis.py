@@ -2,8 +2,9 @@
 
 Raw limits, measured with redis-py asyncio in the same run: one ``PING`` at a time, one
 ``LPUSH`` + ``BRPOP`` at a time, and pipelines of 100 ``LPUSH`` / 100 ``RPOP`` per round
-trip. flowrra: one worker *process* (``redis_worker_app.py``) and the producer here, an app
-made with ``Flowrra.from_urls(broker=RedisBroker, backend=RedisBackend)`` started with
+trip. flowrra: one worker process (``python -m flowrra worker redis_worker_app:app``, the
+real worker command) and the producer here, an app made with
+``Flowrra.from_urls(broker=RedisBroker, backend=RedisBackend)`` started with
 ``start(worker=False)``:
 
 - burst: N no-op tasks submitted by N concurrent coroutines, wall time from the first
@@ -11,9 +12,13 @@ made with ``Flowrra.from_urls(broker=RedisBroker, backend=RedisBackend)`` starte
 - sequential: the same N submitted one after another, then every result awaited;
 - latency: one task at a time, submit to result in the caller.
 
-Each run uses a fresh key prefix on the chosen database and deletes its keys afterwards.
+Below the table: the CPU time (user + system) the producer, the worker and Redis each
+spent per task in the leanest burst, a figure that varies less than the rates on a shared
+machine. Each run uses a fresh key prefix on the chosen database and deletes its keys
+afterwards.
 
     python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/9] [--tasks 10000]
+                                     [--no-gc-tuning]
 """
 
 from __future__ import annotations
@@ -158,11 +163,20 @@ async def noop(value: int) -> int:
     return value
 
 
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
 class Bench:
     """A worker process and a producer app on one fresh prefix."""
 
-    def __init__(self, url: str, prefix: str, concurrency: int) -> None:
+    def __init__(
+        self, url: str, prefix: str, concurrency: int, worker_options: tuple[str, ...] = ()
+    ) -> None:
         self.url, self.prefix, self.concurrency = url, prefix, concurrency
+        self.worker_options = worker_options
+        self._drain: asyncio.Future[None] | None = None
         self.app = Flowrra.from_urls(
             broker=RedisBroker(url, prefix=prefix), backend=RedisBackend(url, prefix=prefix)
         )
@@ -172,21 +186,40 @@ class Bench:
         self.burst_cpu = CpuPerTask()
 
     async def __aenter__(self) -> Bench:
+        environment = dict(
+            os.environ,
+            FLOWRRA_BENCH_URL=self.url,
+            FLOWRRA_BENCH_PREFIX=self.prefix,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        )
         self.worker = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(HERE / "redis_worker_app.py"),
-            self.url,
-            self.prefix,
+            "-m",
+            "flowrra",
+            "worker",
+            "redis_worker_app:app",
+            "--concurrency",
             str(self.concurrency),
-            stdout=asyncio.subprocess.PIPE,
+            *self.worker_options,
+            env=environment,
+            stderr=asyncio.subprocess.PIPE,
         )
-        assert self.worker.stdout is not None
-        line = await self.worker.stdout.readline()
-        if line.strip() != b"ready":
-            raise RuntimeError("the worker process did not start")
+        await self._until_worker_started()
         await self.app.start(worker=False)
         await self.warm_up()
         return self
+
+    async def _until_worker_started(self) -> None:
+        """Wait for the worker's "worker started" log line (its log then goes on to
+        stderr, read and dropped so the pipe never fills)."""
+        assert self.worker is not None
+        stderr = self.worker.stderr
+        assert stderr is not None
+        async with asyncio.timeout(30):
+            while b"worker started" not in (line := await stderr.readline()):
+                if not line:
+                    raise RuntimeError("the worker process exited before it started")
+        self._drain = asyncio.ensure_future(_drain(stderr))
 
     async def warm_up(self) -> None:
         ids = await asyncio.gather(*(self.app.submit(self.task, i) for i in range(200)))
@@ -196,6 +229,8 @@ class Bench:
         if self.worker is not None:
             self.worker.terminate()
             await self.worker.wait()
+        if self._drain is not None:
+            await self._drain
         await self.app.stop()
         broker, backend = self.app.broker, self.app.backend
         assert isinstance(broker, RedisBroker)
@@ -204,6 +239,9 @@ class Bench:
         await broker.purge()
         await broker.close()
         await backend.close()
+        leftovers = [key async for key in self.monitor.scan_iter(match=f"{self.prefix}:*")]
+        if leftovers:  # the worker's telemetry
+            await self.monitor.delete(*leftovers)
         await self.monitor.aclose()
 
     async def cpu_seconds(self) -> tuple[float, float, float]:
@@ -250,7 +288,8 @@ class Bench:
 async def measure_flowrra(
     url: str, prefix: str, args: argparse.Namespace
 ) -> tuple[list[Row], CpuPerTask]:
-    async with Bench(url, prefix, args.concurrency) as bench:
+    worker_options = () if args.gc_tuning else ("--no-gc-tuning",)
+    async with Bench(url, prefix, args.concurrency, worker_options) as bench:
         burst = await best_of(args.repeat, lambda: bench.burst(args.tasks))
         sequential = await best_of(args.repeat, lambda: bench.sequential(args.tasks))
         best: list[float] | None = None
@@ -305,6 +344,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--samples", type=int, default=2_000)
     parser.add_argument("--latency-samples", type=int, default=500)
+    parser.add_argument(
+        "--no-gc-tuning",
+        dest="gc_tuning",
+        action="store_false",
+        help="run the worker with Python's garbage-collector defaults",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,17 +1,17 @@
-"""The worker process of ``bench_redis.py``: one app serving the no-op task until SIGTERM.
+"""The worker app of ``bench_redis.py``, run by the real worker command:
 
-    python benchmarks/redis_worker_app.py URL PREFIX CONCURRENCY
+    FLOWRRA_BENCH_URL=redis://127.0.0.1:6379/9 FLOWRRA_BENCH_PREFIX=... \\
+        python -m flowrra worker redis_worker_app:app --concurrency 256
 
-Prints ``ready`` once the worker runs; on SIGTERM or SIGINT it stops and exits.
+(from the ``benchmarks`` folder, or with it on ``PYTHONPATH``). The app serves the no-op
+task on Redis at ``FLOWRRA_BENCH_URL`` under the key prefix ``FLOWRRA_BENCH_PREFIX``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
+import os
 
-from flowrra import Config, ExecutorConfig, Flowrra
+from flowrra import Config, Flowrra
 from flowrra.backends.redis import RedisBackend
 from flowrra.brokers.redis import RedisBroker
 from flowrra.config import BackendConfig, BrokerConfig
@@ -22,33 +22,19 @@ async def noop(value: int) -> int:
     return value
 
 
-def build_app(url: str, prefix: str, concurrency: int) -> Flowrra:
-    """An app on Redis at ``url`` under ``prefix`` with ``concurrency`` IO slots."""
+def build_app(url: str, prefix: str) -> Flowrra:
+    """An app on Redis at ``url`` under ``prefix`` serving the no-op task."""
     app = Flowrra(
         Config(
             broker=BrokerConfig(url=RedisBroker(url, prefix=prefix)),
             backend=BackendConfig(url=RedisBackend(url, prefix=prefix)),
-            executor=ExecutorConfig(io_workers=concurrency),
         )
     )
     app.task(name="noop")(noop)
     return app
 
 
-async def serve(url: str, prefix: str, concurrency: int) -> None:
-    """Run the worker until a signal arrives."""
-    app = build_app(url, prefix, concurrency)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    print("ready", flush=True)
-    await stop.wait()
-    await app.stop(timeout=5.0)
-    await app.broker.close()
-    await app.backend.close()
-
-
-if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+app = build_app(
+    os.environ.get("FLOWRRA_BENCH_URL", "redis://127.0.0.1:6379/9"),
+    os.environ.get("FLOWRRA_BENCH_PREFIX", "flowrra-bench"),
+)
