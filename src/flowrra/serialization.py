@@ -15,6 +15,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import TYPE_CHECKING, Any
 
 from flowrra.exceptions import SerializationError
+from flowrra.task import iso_text
 
 if TYPE_CHECKING:
     from flowrra.task import TaskResult
@@ -101,7 +102,7 @@ def _text_json(value: str | None) -> str:
 
 
 def _time_json(value: datetime | None) -> str:
-    return "null" if value is None else '"' + value.isoformat() + '"'
+    return "null" if value is None else '"' + iso_text(value) + '"'
 
 
 def encode_record(record: TaskResult) -> str:

@@ -42,8 +42,25 @@ def is_terminal(status: TaskStatus) -> bool:
     return status is SUCCESS or status is FAILED or status is CANCELLED
 
 
+_UTC_ISO: dict[datetime, str] = {}
+_UTC_ISO_SIZE = 4096
+
+
+def iso_text(value: datetime) -> str:
+    """``value.isoformat()``, remembered for the most recent UTC times: a task's
+    submission and start times appear in each of its records and in its message."""
+    if value.tzinfo is not UTC:  # equal instants in other zones print differently
+        return value.isoformat()
+    text = _UTC_ISO.get(value)
+    if text is None:
+        if len(_UTC_ISO) >= _UTC_ISO_SIZE:
+            _UTC_ISO.clear()
+        text = _UTC_ISO[value] = value.isoformat()
+    return text
+
+
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return iso_text(value) if value is not None else None
 
 
 def _parse_datetime(value: Any) -> datetime | None:

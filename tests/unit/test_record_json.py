@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from flowrra import task as task_module
 from flowrra.serialization import dumps, encode_record
-from flowrra.task import TaskResult, TaskStatus
+from flowrra.task import TaskResult, TaskStatus, iso_text
 
 TEXTS = ["", "plain", 'quote " and \\ backslash', "naïve ünïcode ✓", "line\nbreak\ttab", "\u2028"]
 VALUES: list[Any] = [
@@ -80,3 +81,20 @@ def test_a_record_round_trips_through_encode_record() -> None:
 def test_encode_record_refuses_what_json_cannot_carry() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         encode_record(TaskResult("t", TaskStatus.SUCCESS, result=object()))
+
+
+def test_iso_text_prints_each_zone_as_isoformat_does() -> None:
+    utc = datetime(2026, 11, 29, 20, 0, tzinfo=UTC)
+    shifted = utc.astimezone(timezone(timedelta(hours=2)))
+    assert utc == shifted  # the same instant...
+    assert iso_text(utc) == utc.isoformat() == "2026-11-29T20:00:00+00:00"
+    assert iso_text(shifted) == shifted.isoformat() == "2026-11-29T22:00:00+02:00"
+    assert iso_text(utc) == "2026-11-29T20:00:00+00:00"  # ...remembered apart
+
+
+def test_iso_text_memory_is_bounded() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for second in range(10_000):
+        moment = start + timedelta(seconds=second)
+        assert iso_text(moment) == moment.isoformat()
+    assert len(task_module._UTC_ISO) <= task_module._UTC_ISO_SIZE
