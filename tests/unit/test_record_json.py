@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flowrra import task as task_module
-from flowrra.serialization import dumps, encode_record
+from flowrra.serialization import dumps, encode_record, loads
 from flowrra.task import TaskResult, TaskStatus, iso_text
 
 TEXTS = ["", "plain", 'quote " and \\ backslash', "naïve ünïcode ✓", "line\nbreak\ttab", "\u2028"]
@@ -98,3 +98,26 @@ def test_iso_text_memory_is_bounded() -> None:
         moment = start + timedelta(seconds=second)
         assert iso_text(moment) == moment.isoformat()
     assert len(task_module._UTC_ISO) <= task_module._UTC_ISO_SIZE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":[1,2.5,null,true],"b":"\\u00fc"}',
+        '{"a": 1}',
+        b"  [1, 2]  ",  # whitespace around: json.loads's own path
+        '"x"'.encode("utf-16"),  # another encoding (with its byte order mark)
+        b'"\xed\xa0\x80"',  # an encoded lone surrogate: json.loads accepts it
+        b"17",
+    ],
+)
+def test_loads_gives_what_json_loads_gives(raw: bytes | str) -> None:
+    assert loads(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"a":1} x', b"\xff\xfe\xfa", b"[1,]", "nul"])
+def test_loads_refuses_what_json_loads_refuses(raw: bytes | str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - json.loads's own error, whatever its text
+        json.loads(raw)
+    with pytest.raises(ValueError):  # noqa: PT011
+        loads(raw)

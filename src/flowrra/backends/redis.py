@@ -50,7 +50,7 @@ from flowrra.redis_connection import (
 )
 from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
 from flowrra.redis_wire import Script, Wire, WireSubscription
-from flowrra.serialization import encode_record
+from flowrra.serialization import encode_record, loads
 from flowrra.task import PENDING, TaskResult, TaskStatus, is_terminal
 
 logger = logging.getLogger("flowrra.backends.redis")
@@ -93,7 +93,7 @@ def _invalid(task_id: str, error: BaseException) -> BackendError:
 def _parse_record(task_id: str, raw: bytes | str) -> dict[str, Any]:
     """The JSON object in ``raw``, with a string status; BackendError otherwise."""
     try:
-        data = json.loads(raw)
+        data = loads(raw)
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise TypeError("not a JSON object with a status")
     except (ValueError, TypeError, RecursionError) as error:
@@ -131,7 +131,7 @@ def _record_of(task_id: str, data: dict[str, Any]) -> TaskResult:
 def decode_record(task_id: str, raw: bytes | str) -> TaskResult:
     """The record in ``raw`` (JSON only); BackendError if it is not a valid record."""
     try:
-        data = json.loads(raw)
+        data = loads(raw)
         if not isinstance(data, dict):
             raise TypeError("not a JSON object")
         return TaskResult.from_dict(data)

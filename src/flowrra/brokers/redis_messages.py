@@ -7,9 +7,9 @@ right field types within a size limit; anything else raises
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from flowrra.serialization import loads
 from flowrra.task import Task
 
 _NULLABLE_NUMBER = (int, float, type(None))
@@ -46,7 +46,7 @@ def decode_message(task_id: str, body: bytes, limit: int) -> Task:
     if len(body) > limit:
         raise MalformedMessageError(f"message of {len(body)} bytes exceeds the {limit}-byte limit")
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, RecursionError):
         raise MalformedMessageError("message is not JSON") from None
     if not isinstance(data, dict):
