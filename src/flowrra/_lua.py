@@ -311,27 +311,32 @@ return out
 """
 )
 
-# ARGV[6] max deliveries, ARGV[7] most leases to reap. Returns {reaped, buried}.
+# ARGV[6] max deliveries, ARGV[7] most leases to reap. Returns {reaped, {id, reason,
+# message, deliveries, ...}} (the tasks it dead-lettered).
 REAP = (
     _BROKER_COMMON
     + r"""
 local max_deliveries = tonumber(ARGV[6])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
-local buried = 0
+local buried = {}
 for _, id in ipairs(expired) do
   local d = tonumber(redis.call('HGET', K_DELIV, id) or '0')
   unlease(id)
   if d >= max_deliveries then
-    bury(id, string.format(
+    local reason = string.format(
       'lease expired %d times (max_deliveries=%d): the worker running it died or stalled',
-      d, max_deliveries), now)
-    buried = buried + 1
+      d, max_deliveries)
+    buried[#buried + 1] = id
+    buried[#buried + 1] = reason
+    buried[#buried + 1] = redis.call('HGET', K_MSG, id) or ''
+    buried[#buried + 1] = d
+    bury(id, reason, now)
   else
     make_ready(id, true)
   end
 end
-if buried > 0 then if_idle() end
+if #buried > 0 then if_idle() end
 return {#expired, buried}
 """
 )

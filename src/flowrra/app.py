@@ -43,7 +43,7 @@ from flowrra.registry import (
     check_priority,
 )
 from flowrra.serialization import SCALAR_TYPES, prepare_arguments
-from flowrra.task import CANCELLED, PENDING, Task, TaskResult
+from flowrra.task import CANCELLED, FAILED, PENDING, Task, TaskResult
 from flowrra.telemetry import Heartbeat, TelemetryStore, store_for_broker
 from flowrra.worker import Worker
 
@@ -303,6 +303,7 @@ class Flowrra:
                 )
                 self._broker = MinimalBrokerAdapter(self._broker)
             queue = self._queue = self._broker
+            queue.dead_letter_listener = self._record_dead_letter
             await queue.connect()
             await self._backend.connect()
             self._running = True
@@ -316,6 +317,14 @@ class Flowrra:
             except BaseException:
                 await self._stop_parts(wait=False, timeout=0)  # a failed start leaves nothing
                 raise
+
+    async def _record_dead_letter(self, task: Task, reason: str, deliveries: int) -> None:
+        """Record a task the broker dead-lettered on its own (its workers kept dying) as
+        failed with the reason, which wakes whoever waits for it."""
+        if await self._recorder.ended(task, FAILED, reason, None, deliveries):
+            worker = self._worker
+            if worker is not None:
+                worker.telemetry.failed(task.name)
 
     async def _start_worker(self, queue: QueueBroker, queues: tuple[str, ...]) -> None:
         self._worker = Worker(

@@ -228,6 +228,7 @@ async def test_poison_task_is_dead_lettered_after_max_deliveries(tmp_path: Path)
             assert isinstance(broker, RedisBroker)
             letters = await broker.dead_letters()
             records = await asyncio.gather(*(app.get_result(key) for key in normal))
+            poison = await app.wait_for_result("poison", timeout=10)  # the reaper recorded it
             supervisor.send_signal(signal.SIGTERM)
             code = wait_exit(supervisor, 20)
         log = deployed.log_of(supervisor)
@@ -235,6 +236,8 @@ async def test_poison_task_is_dead_lettered_after_max_deliveries(tmp_path: Path)
         assert final.dead == 1, (final, [(letter.task.id, letter.reason) for letter in letters])
         assert [letter.task.id for letter in letters] == ["poison"]
         assert "3 times" in letters[0].reason, letters[0].reason
+        assert poison.status == TaskStatus.FAILED
+        assert poison.error == letters[0].reason
         assert started_keys(tmp_path)["poison"] == 3, log
         statuses = Counter(record.status if record else None for record in records)
         assert statuses == {TaskStatus.SUCCESS: len(normal)}, (statuses, log[-4000:])

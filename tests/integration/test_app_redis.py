@@ -148,3 +148,43 @@ async def test_updates_are_relayed_only_while_the_bus_has_subscribers(
                 break
             await asyncio.sleep(0.01)
         assert listeners == []
+
+
+async def test_a_task_whose_workers_keep_dying_is_recorded_failed(prefix: str) -> None:
+    """The reaper's dead-lettering reaches the record, so a waiter is not left waiting."""
+
+    def app_with(lease: float) -> Flowrra:
+        return Flowrra.from_urls(
+            broker=RedisBroker(redis_url(), prefix=prefix, lease=lease, max_deliveries=2),
+            backend=RedisBackend(redis_url(), prefix=prefix),
+        )
+
+    producer = app_with(30.0)
+    producer.task(name="doomed")(_never_returns)
+    await producer.start(worker=False)
+    try:
+        task_id = await producer.submit("doomed")
+        waiter = asyncio.ensure_future(producer.wait_for_result(task_id, timeout=15))
+        for _ in range(2):  # two deliveries whose worker "dies": claimed, never settled
+            # max_deliveries=3: these brokers' own reapers return the task, never bury it
+            dying = RedisBroker(redis_url(), prefix=prefix, lease=1.0, max_deliveries=3)
+            await asyncio.wait_for(dying.claim(["default:io"]), 5)
+            await dying.close()
+            await asyncio.sleep(1.1)  # the lease expires
+        worker = app_with(1.0)
+        worker.task(name="doomed")(_never_returns)
+        await worker.start()  # its broker's reaper finds the second expired lease
+        try:
+            record = await waiter
+        finally:
+            await worker.close()
+        assert record.status == TaskStatus.FAILED
+        assert record.error is not None
+        assert "lease expired 2 times" in record.error
+        assert record.deliveries == 2
+    finally:
+        await producer.close()
+
+
+async def _never_returns() -> None:
+    await asyncio.Event().wait()

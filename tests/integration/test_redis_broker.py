@@ -95,6 +95,12 @@ async def test_max_deliveries_dead_letters_a_poison_task(make_broker: MakeBroker
         assert delivery.deliveries == attempt + 1
         await dying.close()
     watcher = make_broker(lease=0.2, max_deliveries=2)
+    reported: list[tuple[str, str, int]] = []
+
+    async def listener(task: Task, reason: str, deliveries: int) -> None:
+        reported.append((task.id, reason, deliveries))
+
+    watcher.dead_letter_listener = listener
     claimer = asyncio.ensure_future(watcher.claim([IO]))  # runs the reaper
     await asyncio.wait_for(watcher.wait_idle(), 3)
     assert not claimer.done()
@@ -105,6 +111,7 @@ async def test_max_deliveries_dead_letters_a_poison_task(make_broker: MakeBroker
     assert "lease expired 2 times" in letters[0].reason
     assert "max_deliveries=2" in letters[0].reason
     assert (await watcher.counts()).dead == 1
+    assert reported == [("poison", letters[0].reason, 2)], "the app was not told, once"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from flowrra.task import Task
@@ -117,6 +117,10 @@ class QueueDetail:
     oldest_age: float | None
 
 
+DeadLetterListener = Callable[[Task, str, int], Awaitable[None]]
+"""Called with (task, reason, deliveries) for a task a broker dead-lettered on its own."""
+
+
 class QueueBroker(BaseBroker):
     """The full broker contract flowrra's worker relies on.
 
@@ -130,7 +134,13 @@ class QueueBroker(BaseBroker):
       after the process running it died) or ``bury`` (dead-lettered). Each returns False
       when the delivery no longer owns the task (it was cancelled, or its lease expired and
       the task was claimed again); the caller must then drop its outcome.
+    - A broker that dead-letters tasks on its own (a lease that expired ``max_deliveries``
+      times: the processes running it kept dying) calls :attr:`dead_letter_listener`
+      for each, so the app can record the task as failed and wake whoever waits for it.
     """
+
+    dead_letter_listener: DeadLetterListener | None = None
+    """Set by the app; called once per task this broker buries without a ``bury`` call."""
 
     @abstractmethod
     async def enqueue(self, task: Task) -> bool:

@@ -611,11 +611,29 @@ class RedisBroker(QueueBroker):
                 logger.warning(
                     "queue %s: %d expired lease(s) returned, %d dead-lettered",
                     queue,
-                    reaped - buried,
-                    buried,
+                    reaped - len(buried) // 4,
+                    len(buried) // 4,
                 )
+            for index in range(0, len(buried), 4):
+                task_id, reason, body, deliveries = buried[index : index + 4]
+                await self._report_dead(text(task_id), text(reason), body, int(deliveries))
             if reaped < _BATCH:
                 return
+
+    async def _report_dead(self, task_id: str, reason: str, body: bytes, deliveries: int) -> None:
+        """Tell :attr:`dead_letter_listener` about a task the reaper buried (its errors are
+        logged: the task is dead-lettered either way)."""
+        listener = self.dead_letter_listener
+        if listener is None:
+            return
+        try:
+            task = decode_message(task_id, body, self.max_message_bytes)
+        except MalformedMessageError:
+            task = placeholder(task_id)
+        try:
+            await listener(task, reason, deliveries)
+        except Exception:
+            logger.exception("recording dead-lettered task %s failed", task_id)
 
     async def _promote(self, queue: str) -> float | None:
         """Promote due tasks of ``queue``; seconds until the next one is due (None: none)."""
