@@ -401,10 +401,10 @@ local states = redis.call('MGET', unpack(keys))
 if UPDATES ~= '' and redis.call('PUBSUB', 'NUMSUB', UPDATES)[2] == 0 then UPDATES = '' end
 local notify = redis.call('PUBSUB', 'NUMSUB', DONE)[2] > 0
 -- latest: state after this batch's writes so far; origin: the indexed status before them;
--- index: the status to index; plain: id -> {json, state} written by one MSET at the end
--- (false once a later write with a TTL superseded it)
+-- index: the status to index; plain: id -> JSON written (with latest[id]) by one MSET at
+-- the end, false once a later write with a TTL superseded it
 local latest, origin, index, order, trim = {}, {}, {}, {}, {}
-local plain, queued, plain_order = {}, {}, {}
+local plain, plain_order, state_key = {}, {}, {}
 local out = {}
 for k = 1, #keys do
   local i = 2 + 5 * k
@@ -425,20 +425,18 @@ for k = 1, #keys do
     if not index[id] then
       order[#order + 1] = id
       origin[id] = old_status
+      state_key[id] = keys[k]
     end
     latest[id] = new_state
     index[id] = status
     if ttl > 0 and finished == '1' then
       redis.call('SET', REC .. id, json, 'PX', ttl)
-      redis.call('SET', STATE .. id, new_state, 'PX', ttl)
-      plain[id] = false
+      redis.call('SET', keys[k], new_state, 'PX', ttl)
+      if plain[id] then plain[id] = false end
       trim[status] = true
     else
-      if not queued[id] then
-        queued[id] = true
-        plain_order[#plain_order + 1] = id
-      end
-      plain[id] = {json, new_state}
+      if plain[id] == nil then plain_order[#plain_order + 1] = id end
+      plain[id] = json
     end
     if UPDATES ~= '' then redis.call('PUBLISH', UPDATES, json) end
     if notify and finished == '1' then
@@ -449,12 +447,12 @@ for k = 1, #keys do
 end
 local writes = {}
 for _, id in ipairs(plain_order) do
-  local write = plain[id]
-  if write then
+  local json = plain[id]
+  if json then
     writes[#writes + 1] = REC .. id
-    writes[#writes + 1] = write[1]
-    writes[#writes + 1] = STATE .. id
-    writes[#writes + 1] = write[2]
+    writes[#writes + 1] = json
+    writes[#writes + 1] = state_key[id]
+    writes[#writes + 1] = latest[id]
   end
 end
 if #writes > 0 then redis.call('MSET', unpack(writes)) end
