@@ -1,4 +1,5 @@
-"""encode_record writes exactly what ``dumps(record.to_dict)`` writes, for every shape."""
+"""The direct JSON encoders write exactly what ``dumps`` of the dict form writes, and
+``loads`` reads what ``json.loads`` reads."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 
 from flowrra import task as task_module
-from flowrra.serialization import dumps, encode_record, loads
-from flowrra.task import TaskResult, TaskStatus, iso_text
+from flowrra.serialization import dumps, encode_message, encode_record, loads
+from flowrra.task import Task, TaskResult, TaskStatus, iso_text
 
 TEXTS = ["", "plain", 'quote " and \\ backslash', "naïve ünïcode ✓", "line\nbreak\ttab", "\u2028"]
 VALUES: list[Any] = [
@@ -121,3 +122,35 @@ def test_loads_refuses_what_json_loads_refuses(raw: bytes | str) -> None:
         json.loads(raw)
     with pytest.raises(ValueError):  # noqa: PT011
         loads(raw)
+
+
+def random_task(rng: random.Random) -> Task:
+    return Task(
+        id=rng.choice(TEXTS) or "id",
+        name=rng.choice(TEXTS) or "job",
+        args=tuple(rng.sample(VALUES, rng.randrange(4))),
+        kwargs={text: rng.choice(VALUES) for text in rng.sample(TEXTS, rng.randrange(3))},
+        max_retries=rng.randrange(5),
+        retry_delay=rng.choice([0.5, 1.0, 2, 1e-7, 3.25]),
+        current_retry=rng.randrange(3),
+        priority=rng.randrange(-5, 6),
+        cpu_bound=rng.choice([True, False]),
+        queue=rng.choice(["default", "reports", "ünï"]),
+        executor=rng.choice([None, "io", "gpu"]),
+        timeout=rng.choice([None, 1.5, 30, math.nan]),
+        eta=rng.choice([None, 1795985533.369, math.inf]),
+        submitted_at=rng.choice(TIMES),
+        attempts=tuple(
+            {"attempt": n, "started_at": None, "finished_at": "x", "error": "E", "worker": None}
+            for n in range(rng.randrange(3))
+        ),
+        worker=rng.choice([None, "host-1:42"]),  # not part of the message
+    )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_encode_message_matches_dumps_of_to_message(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(50):
+        task = random_task(rng)
+        assert encode_message(task) == dumps(task.to_message())

@@ -69,7 +69,7 @@ from flowrra.redis_connection import (
 )
 from flowrra.redis_keys import DEFAULT_PREFIX, BrokerKeys, QueueKeys, split_lane
 from flowrra.redis_wire import Script, Wire, WireSubscription
-from flowrra.serialization import dumps
+from flowrra.serialization import encode_message
 from flowrra.task import Task
 
 logger = logging.getLogger("flowrra.brokers.redis")
@@ -311,7 +311,7 @@ class RedisBroker(QueueBroker):
     # -- producing -------------------------------------------------------------------
 
     def _encode(self, task: Task) -> bytes:
-        body = dumps(task.to_message()).encode()
+        body = encode_message(task).encode()
         if len(body) > self.max_message_bytes:
             raise SerializationError(
                 f"the message of task '{task.name}' [{task.id}] is {len(body)} bytes, over "
