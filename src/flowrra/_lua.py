@@ -378,13 +378,16 @@ return body
 # Backend. KEYS: the status indexes (every status). ARGV[1] record prefix, ARGV[2] state
 # prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] updates channel
 # ('' for none), ARGV[6] TTL ms of finished records (0: none); then per record: id, JSON,
-# status, fence ('' for none, 'new' to write only a record that does not exist yet),
-# finished ('1'/'0'). The state key of a record holds "<fence>|<status>": the highest claim
-# token that wrote it and the index it is in. A fenced write whose fence is below the
-# stored one is refused (0), and so is a 'new' write of a record that exists. Unfinished
+# status, fence ('' for none, 'new' to write only a record that does not exist yet, 'open'
+# to write only over an unfinished record), finished ('1'/'0'). The state key of a record
+# holds "<fence>|<status>": the highest claim token that wrote it and the index it is in.
+# A fenced write whose fence is below the stored one is refused (0), and so is a running
+# record of the claim that already wrote another state (a write re-sent after a lost
+# connection, landing after the claim's final record), a 'new' write of a record that
+# exists and an 'open' write over a finished record. Unfinished
 # records never expire (SET/MSET without PX drops any earlier TTL). Every stored record is
 # published on the updates channel, finished ones also on the completion channel, each
-# only while it has subscribers. Several
+# only while it has subscribers (or any pattern subscription exists). Several
 # writes of one id in a batch (a running and a final record) land as the last one, each
 # published; the record's index entry moves once, from the status before the batch to the
 # last one.
@@ -398,8 +401,12 @@ for i = 7, #ARGV, 5 do keys[#keys + 1] = STATE .. ARGV[i] end
 local states = redis.call('MGET', unpack(keys))
 -- publish only to channels somebody listens to (a subscriber confirmed before this script
 -- gets every message it sends)
-if UPDATES ~= '' and redis.call('PUBSUB', 'NUMSUB', UPDATES)[2] == 0 then UPDATES = '' end
-local notify = redis.call('PUBSUB', 'NUMSUB', DONE)[2] > 0
+local patterns = redis.call('PUBSUB', 'NUMPAT') > 0
+if UPDATES ~= '' and not patterns and redis.call('PUBSUB', 'NUMSUB', UPDATES)[2] == 0 then
+  UPDATES = ''
+end
+local notify = patterns or redis.call('PUBSUB', 'NUMSUB', DONE)[2] > 0
+local FINISHED = {success = true, failed = true, cancelled = true}
 -- latest: state after this batch's writes so far; origin: the indexed status before them;
 -- index: the status to index; plain: id -> JSON written (with latest[id]) by one MSET at
 -- the end, false once a later write with a TTL superseded it
@@ -416,8 +423,16 @@ for k = 1, #keys do
   if fence == 'new' then
     if known then ok = 0 end
     fence = ''
-  elseif fence ~= '' and old_fence ~= '' and tonumber(old_fence) > tonumber(fence) then
-    ok = 0
+  elseif fence == 'open' then
+    if FINISHED[old_status] then ok = 0 end
+    fence = ''
+  elseif fence ~= '' and old_fence ~= '' then
+    local stored = tonumber(old_fence)
+    local mine = tonumber(fence)
+    -- a claim never goes back to running: that is a re-sent write landing late
+    if stored > mine or (stored == mine and status == 'running' and old_status ~= 'running') then
+      ok = 0
+    end
   end
   if ok == 1 then
     if fence == '' then fence = old_fence end

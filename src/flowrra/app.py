@@ -320,8 +320,9 @@ class Flowrra:
 
     async def _record_dead_letter(self, task: Task, reason: str, deliveries: int) -> None:
         """Record a task the broker dead-lettered on its own (its workers kept dying) as
-        failed with the reason, which wakes whoever waits for it."""
-        if await self._recorder.ended(task, FAILED, reason, None, deliveries):
+        failed with the reason, which wakes whoever waits for it; a record that is already
+        finished (the last delivery stored its outcome, then died before its ack) stays."""
+        if await self._recorder.ended(task, FAILED, reason, None, deliveries, keep_finished=True):
             worker = self._worker
             if worker is not None:
                 worker.telemetry.failed(task.name)
@@ -612,6 +613,8 @@ class Flowrra:
         except BaseException:
             if recorded is not None:
                 await asyncio.wait([recorded])
+                if not recorded.cancelled():
+                    recorded.exception()  # retrieved: the queueing error is the one raised
             await self._backend.delete(message.id)
             raise
         if recorded is not None:

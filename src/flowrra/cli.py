@@ -127,8 +127,9 @@ def tune_garbage_collector() -> None:
     """
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    young, middle, old = gc.get_threshold()
+    if 0 < young < GC_YOUNG_THRESHOLD:  # a higher setting (or a disabled one) is kept
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _describe(configured: object, part: object) -> str:

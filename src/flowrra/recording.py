@@ -131,13 +131,20 @@ class TaskRecorder:
         elsewhere), else None."""
         return self._memory
 
-    async def record(self, record: TaskResult, *, fence: int | None = None) -> bool:
+    async def record(
+        self, record: TaskResult, *, fence: int | None = None, keep_finished: bool = False
+    ) -> bool:
         """Store ``record`` and publish it; False if ``fence`` (a claim token) is stale.
 
         With a ``fence``, the write is refused when a newer claim of the task already
-        wrote its record: the caller lost its lease and must drop its outcome.
+        wrote its record: the caller lost its lease and must drop its outcome. With
+        ``keep_finished``, it is refused (False) when the stored record is already
+        finished.
         """
-        if self._memory is not None:
+        if keep_finished:
+            if not await self.backend.store_unless_finished(record.task_id, record):
+                return False
+        elif self._memory is not None:
             self._memory.store_now(record.task_id, record)
         elif fence is not None:
             if not await self.backend.store_fenced(record.task_id, record, fence):
@@ -228,10 +235,12 @@ class TaskRecorder:
         deliveries: int,
         *,
         fence: int | None = None,
+        keep_finished: bool = False,
     ) -> bool:
         """The task failed, is waiting for a retry, or was cancelled.
 
-        Returns False when ``fence`` is stale (see :meth:`record`).
+        Returns False when ``fence`` is stale, or with ``keep_finished`` when the task's
+        record is already finished (see :meth:`record`).
         """
         if isinstance(error, BaseException):
             message, trace = describe_error(error), format_traceback(error)
@@ -256,6 +265,7 @@ class TaskRecorder:
                 attempts=task.attempts,
             ),
             fence=fence,
+            keep_finished=keep_finished,
         )
         if stored and logger.isEnabledFor(logging.INFO):
             logger.info(

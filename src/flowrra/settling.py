@@ -3,8 +3,10 @@
 With a broker and backend that post writes in order (Redis), a slot that finished a task
 posts its final record and moves on; :class:`BackgroundSettlements` acks the task once the
 record is stored. The record is always stored before the ack is sent, so a crash in
-between only delivers the task again (at-least-once). The worker waits for every
-settlement in flight when it stops.
+between only delivers the task again (at-least-once). A record that cannot be written is
+written again with a capped back-off (the task keeps its lease meanwhile and is not run
+again); only when the worker stops first is the task handed back to the queue. The
+worker waits for every settlement in flight when it stops.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from flowrra.brokers.base import Delivery, QueueBroker
+from flowrra.recording import TaskRecorder
+from flowrra.task import TaskResult
 
 logger = logging.getLogger("flowrra.worker")
+
+RETRY_FIRST_DELAY = 0.5
+"""Seconds before a final record that could not be written is written again (doubling)."""
+RETRY_MAX_DELAY = 10.0
 
 Succeeded = Callable[[str, datetime, datetime], None]
 """Counts a success: task name, started and finished time."""
@@ -29,13 +37,16 @@ class BackgroundSettlements:
     def __init__(
         self,
         broker: QueueBroker,
+        recorder: TaskRecorder,
         succeeded: Succeeded,
         hand_back: Callable[[Delivery], Awaitable[None]],
     ) -> None:
         self._broker = broker
+        self._recorder = recorder
         self._succeeded = succeeded
         self._hand_back = hand_back
         self._in_flight: set[asyncio.Future[Any]] = set()
+        self._stopping: asyncio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -55,26 +66,33 @@ class BackgroundSettlements:
         self,
         stored: asyncio.Future[int],
         delivery: Delivery,
+        record: TaskResult,
         started_at: datetime,
         finished_at: datetime,
     ) -> None:
-        """Settle a success whose final record write ``stored`` was posted: count it and
-        ack when the record is stored; drop it when a newer claim owns the task; hand it
-        back to the queue when the write failed."""
+        """Settle a success whose final ``record`` write ``stored`` was posted: count it
+        and ack when the record is stored; drop it when a newer claim owns the task; write
+        it again when the write failed."""
         self._in_flight.add(stored)
         stored.add_done_callback(
-            lambda done: self._after_store(done, delivery, started_at, finished_at)
+            lambda done: self._after_store(done, delivery, record, started_at, finished_at)
         )
 
     async def drain(self) -> None:
-        """Wait until every settlement started so far (and the acks they start) is done."""
+        """Stop writing records again, then wait until every settlement started so far
+        (and the acks and hand-backs they start) is done."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        self._stopping.set()
         while self._in_flight:
             await asyncio.wait(set(self._in_flight))
+        self._stopping = None
 
     def _after_store(
         self,
         done: asyncio.Future[int],
         delivery: Delivery,
+        record: TaskResult,
         started_at: datetime,
         finished_at: datetime,
     ) -> None:
@@ -85,14 +103,66 @@ class BackgroundSettlements:
         error = done.exception()
         if error is not None:
             logger.warning(
-                "could not store the result of task %s[%s]; handing it back: %s",
+                "could not store the result of task %s[%s]; writing it again: %s",
                 task.name,
                 task.id,
                 error,
             )
-            self._track(asyncio.ensure_future(self._hand_back(delivery)))
+            self._track(
+                asyncio.ensure_future(self._store_again(delivery, record, started_at, finished_at))
+            )
             return
-        if not done.result():
+        self._stored(bool(done.result()), delivery, started_at, finished_at)
+
+    async def _store_again(
+        self, delivery: Delivery, record: TaskResult, started_at: datetime, finished_at: datetime
+    ) -> None:
+        """Write the final record again with a capped back-off until it is stored (then
+        ack) or the worker stops (then hand the task back: it runs again elsewhere)."""
+        token = delivery.token
+        fence = token if isinstance(token, int) else None
+        delay = RETRY_FIRST_DELAY
+        while not await self._stopped_within(delay):
+            try:
+                stored = await self._recorder.record(record, fence=fence)
+            except Exception as error:
+                logger.warning(
+                    "could not store the result of task %s[%s]; writing it again in %.1f s: %s",
+                    record.task_name,
+                    record.task_id,
+                    min(delay * 2, RETRY_MAX_DELAY),
+                    error,
+                )
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                continue
+            self._stored(stored, delivery, started_at, finished_at)
+            return
+        logger.warning(
+            "worker stopping: task %s[%s] goes back to the queue, its result unstored",
+            record.task_name,
+            record.task_id,
+        )
+        await self._hand_back(delivery)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True at once (or as soon as) the worker is stopping."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        stopping = self._stopping
+        if stopping.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _stored(
+        self, stored: bool, delivery: Delivery, started_at: datetime, finished_at: datetime
+    ) -> None:
+        task = delivery.task
+        if not stored:
             logger.warning(
                 "task %s[%s]: a newer claim owns it; dropping this worker's success record",
                 task.name,

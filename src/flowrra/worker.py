@@ -96,7 +96,9 @@ class Worker:
         self._max_deliveries = max_deliveries
         self._slots: list[_Slot] = []
         self._interrupts: dict[str, _Interrupt] = {}
-        self._settlements = BackgroundSettlements(broker, self._succeeded, self._hand_back)
+        self._settlements = BackgroundSettlements(
+            broker, recorder, self._succeeded, self._hand_back
+        )
         self._stopping = False
 
     @property
@@ -300,7 +302,7 @@ class Worker:
         stored = None if fence is None else self._recorder.post_record(record, fence)
         if stored is None:
             return False
-        self._settlements.success(stored, delivery, started_at, finished_at)
+        self._settlements.success(stored, delivery, record, started_at, finished_at)
         return True
 
     async def _succeed(

@@ -167,3 +167,22 @@ async def test_list_recent_pages_every_status_most_recently_changed_first(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_store_unless_finished_keeps_a_finished_record(backend: BaseResultBackend) -> None:
+    await backend.store("done", record("done", TaskStatus.SUCCESS, result=1))
+    await backend.store("busy", record("busy", TaskStatus.RUNNING))
+    assert not await backend.store_unless_finished(
+        "done", record("done", TaskStatus.FAILED, error="lease expired")
+    )
+    assert await backend.store_unless_finished(
+        "busy", record("busy", TaskStatus.FAILED, error="lease expired")
+    )
+    assert await backend.store_unless_finished(
+        "new", record("new", TaskStatus.FAILED, error="lease expired")
+    )
+    statuses = [
+        None if loaded is None else loaded.status
+        for loaded in [await backend.get(task_id) for task_id in ("done", "busy", "new")]
+    ]
+    assert statuses == [TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.FAILED]

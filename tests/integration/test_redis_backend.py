@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from flowrra.backends.redis import RedisBackend
 from flowrra.redis_keys import BackendKeys
 from flowrra.task import TaskResult, TaskStatus
-from integration.redis_support import scratch_backend, wait_until
+from integration.redis_support import redis_url, scratch_backend, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -235,3 +235,55 @@ async def test_several_writes_of_one_task_in_one_batch_land_as_the_last(
         ("b", "failed"),
         ("b", "pending"),
     ]
+
+
+async def test_a_late_running_record_of_a_claim_cannot_undo_its_outcome(
+    make_backend: MakeBackend,
+) -> None:
+    """A running write re-sent after a lost connection may land after the claim's final
+    record: it is refused, whatever the final state."""
+    backend = make_backend()
+    for final in (TaskStatus.SUCCESS, TaskStatus.RETRYING, TaskStatus.FAILED):
+        task_id = f"t-{final}"
+        assert await backend.store_fenced(task_id, record(task_id, TaskStatus.RUNNING), 7)
+        assert await backend.store_fenced(task_id, record(task_id, final), 7)
+        assert not await backend.store_fenced(task_id, record(task_id, TaskStatus.RUNNING), 7)
+        loaded = await backend.get(task_id)
+        assert loaded is not None
+        assert loaded.status == final
+    # a later claim still runs it again
+    assert await backend.store_fenced("t-retrying", record("t-retrying", TaskStatus.RUNNING), 8)
+
+
+async def test_an_id_whose_new_record_is_refused_is_read_when_waited_for(
+    make_backend: MakeBackend,
+) -> None:
+    """Another process ran the task and published its completion before this one
+    submitted the same id: the completion was never seen here, so it must be read."""
+    producer, worker = make_backend(), make_backend()
+    await subscribed(producer)
+    assert await worker.store_fenced("t", record("t", TaskStatus.SUCCESS, result=6), 1)
+    await asyncio.sleep(0.05)  # its completion came and went, unheld
+    written = producer.post_new("t", record("t", TaskStatus.PENDING))
+    assert written is not None
+    assert await written == 0
+    done = await asyncio.wait_for(producer.wait_for("t", 5), 5)
+    assert done.result == 6
+
+
+async def test_a_subclass_that_stores_its_own_way_is_not_bypassed(prefix: str) -> None:
+    stored: list[str] = []
+
+    class Audited(RedisBackend):
+        async def store(self, task_id: str, result: TaskResult) -> None:
+            stored.append(task_id)
+            await super().store(task_id, result)
+
+    backend = Audited(redis_url(), prefix=prefix)
+    try:
+        await backend.connect()
+        assert backend.post_new("t", record("t", TaskStatus.PENDING)) is None
+        assert backend.post_fenced("t", record("t", TaskStatus.RUNNING), 1) is None
+    finally:
+        await backend.clear()
+        await backend.close()

@@ -175,3 +175,22 @@ async def test_a_failed_posted_ack_is_logged(caplog: pytest.LogCaptureFixture) -
         assert (await app.wait_for_result(task_id, timeout=5)).result == 8
         await asyncio.sleep(0.05)
     assert "an ack failed; the task's lease will return it to the queue" in caplog.text
+
+
+def test_a_resubmitted_id_forgets_its_older_completion() -> None:
+    recent = RecentSubmissions(capacity=2)
+    recent.watch("a")
+    recent.arrived("a", b"{first run}")
+    recent.watch("b")  # the young generation fills: "a" is now in the old one
+    recent.watch("a")  # submitted again
+    assert recent.take("a") == (True, None), "the first run's completion was returned"
+
+
+def test_a_large_completion_is_not_kept() -> None:
+    recent = RecentSubmissions(keep_bytes=10)
+    recent.watch("small")
+    recent.watch("large")
+    recent.arrived("small", b"{}")
+    recent.arrived("large", b"{" + b"x" * 100 + b"}")
+    assert recent.take("small") == (True, b"{}")
+    assert recent.take("large") == (False, None), "a large completion was kept"

@@ -215,6 +215,10 @@ class RedisBackend(BaseResultBackend):
         )
         self._started = False
         self._start_lock = asyncio.Lock()
+        cls = type(self)
+        self._own_writes = (
+            cls.store is RedisBackend.store and cls.store_fenced is RedisBackend.store_fenced
+        )
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> RedisBackend:
@@ -352,25 +356,47 @@ class RedisBackend(BaseResultBackend):
             await self._start()
         return await self._writer.submit(self._write(task_id, result, str(fence))) == 1
 
+    async def store_unless_finished(self, task_id: str, result: TaskResult) -> bool:
+        """Store ``result`` unless the record is finished, in one script call."""
+        if not self._started:
+            await self._start()
+        return await self._writer.submit(self._write(task_id, result, "open")) == 1
+
     def post_fenced(
         self, task_id: str, result: TaskResult, fence: int
     ) -> asyncio.Future[int] | None:
         """Start :meth:`store_fenced` without waiting: the future holds 1 (stored) or 0
         (refused: a newer claim wrote the record). Writes of this backend go out in the
         order they were started, on one connection, so later ones land after it. None
-        before the backend was started (then await :meth:`store_fenced`)."""
-        if not self._started:
+        before the backend was started or when a subclass stores records its own way
+        (then await :meth:`store_fenced`)."""
+        if not self._posts:
             return None
         return self._writer.post(self._write(task_id, result, str(fence)))
 
+    @property
+    def _posts(self) -> bool:
+        """Whether writes may be posted: started, and ``store`` / ``store_fenced`` are
+        this class's own (a subclass that overrides them gets them called instead)."""
+        return self._started and self._own_writes
+
     def post_new(self, task_id: str, result: TaskResult) -> asyncio.Future[int] | None:
         """Start writing a submitted task's first record unless it has one (see the base
-        class); None before the backend was started."""
-        if not self._started:
+        class); None before the backend was started or when a subclass stores records
+        its own way."""
+        if not self._posts:
             return None
+        written = self._writer.post(self._write(task_id, result, "new"))
         if self._done.subscribed:
-            self._recent.watch(task_id)  # its completion cannot be published before this
-        return self._writer.post(self._write(task_id, result, "new"))
+            # nothing of this task can have been published before now, unless it already
+            # had a record: then the write is refused and the id is not held after all
+            self._recent.watch(task_id)
+            written.add_done_callback(lambda done: self._held_if_new(task_id, done))
+        return written
+
+    def _held_if_new(self, task_id: str, written: asyncio.Future[int]) -> None:
+        if written.cancelled() or written.exception() is not None or not written.result():
+            self._recent.take(task_id)
 
     async def _write_batch(self, batch: list[_Write]) -> list[int]:
         ttl = 0 if self.ttl is None else max(1, math.ceil(self.ttl * 1000))

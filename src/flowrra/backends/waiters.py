@@ -80,16 +80,18 @@ class RecentSubmissions:
     down are lost; an id that is no longer held is simply read from Redis as before.
 
     Memory is bounded: ids are kept in two generations of at most ``capacity`` each; when
-    the young one fills it becomes the old one and the previous old one is dropped, so at
-    most ``2 * capacity`` ids (and their completions) are held, the most recent ones.
+    the young one fills it becomes the old one and the previous old one is dropped, so the
+    most recent ``capacity`` to ``2 * capacity`` ids are held, with completions of at most
+    ``keep_bytes`` each.
     """
 
-    __slots__ = ("_capacity", "_old", "_young")
+    __slots__ = ("_capacity", "_keep_bytes", "_old", "_young")
 
-    def __init__(self, capacity: int = 8192) -> None:
+    def __init__(self, capacity: int = 8192, keep_bytes: int = 65536) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
+        self._keep_bytes = keep_bytes
         self._young: dict[str, bytes | None] = {}
         self._old: dict[str, bytes | None] = {}
 
@@ -100,15 +102,20 @@ class RecentSubmissions:
         """Hold ``task_id`` (recorded as pending just now, while subscribed)."""
         young = self._young
         young[task_id] = None
+        self._old.pop(task_id, None)  # held again (resubmitted): an older completion is stale
         if len(young) >= self._capacity:
             self._old, self._young = young, {}
 
     def arrived(self, task_id: str, raw: bytes) -> None:
-        """Keep the completion ``raw`` of a held id (any other id is ignored)."""
-        if task_id in self._young:
-            self._young[task_id] = raw
-        elif task_id in self._old:
-            self._old[task_id] = raw
+        """Keep the completion ``raw`` of a held id (any other id is ignored). A completion
+        larger than ``keep_bytes`` is not kept: the id is let go, and read when waited for."""
+        for generation in (self._young, self._old):
+            if task_id in generation:
+                if len(raw) > self._keep_bytes:
+                    del generation[task_id]
+                else:
+                    generation[task_id] = raw
+                return
 
     def take(self, task_id: str) -> tuple[bool, bytes | None]:
         """Stop holding ``task_id``: ``(True, raw)`` if it finished (``raw`` its final

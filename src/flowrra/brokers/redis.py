@@ -219,7 +219,7 @@ class RedisBroker(QueueBroker):
         Deliveries handed to callers and not yet settled stay leased; without a heartbeat
         their leases expire and the reaper of another broker redelivers them.
         """
-        for settler in self._settlers.values():
+        for settler in list(self._settlers.values()):
             await settler.drain()  # acks posted without waiting are sent first
         try:
             if self._started:
