@@ -471,26 +471,22 @@ for _, id in ipairs(plain_order) do
   end
 end
 if #writes > 0 then redis.call('MSET', unpack(writes)) end
+-- groups[key] gets the values; names lists the keys in the order they first came
+local function add_to(groups, names, key, first, second)
+  local list = groups[key]
+  if not list then
+    list = {}
+    groups[key] = list
+    names[#names + 1] = key
+  end
+  list[#list + 1] = first
+  if second then list[#list + 1] = second end
+end
 local adds, statuses, leaving, left = {}, {}, {}, {}
 for _, id in ipairs(order) do
   local status, from = index[id], origin[id]
-  if from ~= '' and from ~= status then
-    local gone = leaving[from]
-    if not gone then
-      gone = {}
-      leaving[from] = gone
-      left[#left + 1] = from
-    end
-    gone[#gone + 1] = id
-  end
-  local list = adds[status]
-  if not list then
-    list = {}
-    adds[status] = list
-    statuses[#statuses + 1] = status
-  end
-  list[#list + 1] = now
-  list[#list + 1] = id
+  if from ~= '' and from ~= status then add_to(leaving, left, from, id) end
+  add_to(adds, statuses, status, now, id)
 end
 for _, from in ipairs(left) do redis.call('ZREM', STATUS .. from, unpack(leaving[from])) end
 for _, status in ipairs(statuses) do

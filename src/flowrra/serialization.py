@@ -125,6 +125,14 @@ def _text_json(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+def _array_json(value: tuple[Any, ...]) -> str:
+    return dumps(value) if value else "[]"
+
+
+def _object_json(value: dict[str, Any]) -> str:
+    return dumps(value) if value else "{}"
+
+
 def _time_json(value: datetime | None) -> str:
     return "null" if value is None else '"' + iso_text(value) + '"'
 
@@ -156,9 +164,9 @@ def encode_record(record: TaskResult) -> str:
             ',"retries":',
             _value_json(record.retries),
             ',"args":',
-            dumps(record.args) if record.args else "[]",
+            _array_json(record.args),
             ',"kwargs":',
-            dumps(record.kwargs) if record.kwargs else "{}",
+            _object_json(record.kwargs),
             ',"deliveries":',
             _value_json(record.deliveries),
             ',"traceback":',
@@ -166,7 +174,7 @@ def encode_record(record: TaskResult) -> str:
             ',"worker":',
             _text_json(record.worker),
             ',"attempts":',
-            dumps(record.attempts) if record.attempts else "[]",
+            _array_json(record.attempts),
             "}",
         )
     )
@@ -182,9 +190,9 @@ def encode_message(task: Task) -> str:
             ',"name":',
             _value_json(task.name),
             ',"args":',
-            dumps(task.args) if task.args else "[]",
+            _array_json(task.args),
             ',"kwargs":',
-            dumps(task.kwargs) if task.kwargs else "{}",
+            _object_json(task.kwargs),
             ',"max_retries":',
             _value_json(task.max_retries),
             ',"retry_delay":',

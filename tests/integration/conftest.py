@@ -27,6 +27,18 @@ def prefix() -> str:
 
 
 @pytest.fixture
+async def app_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test only; its broker and backend keys are removed afterwards
+    (for tests that build apps rather than brokers and backends)."""
+    name = unique_prefix("app")
+    yield name
+    await scratch_broker(prefix=name).close()
+    backend = scratch_backend(prefix=name)
+    await backend.clear()
+    await backend.close()
+
+
+@pytest.fixture
 async def raw() -> AsyncIterator[aioredis.Redis]:
     """A plain client on the test database (to inspect or corrupt keys directly)."""
     client = aioredis.Redis.from_url(redis_url())

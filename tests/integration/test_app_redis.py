@@ -11,19 +11,14 @@ from flowrra import Flowrra, TaskStatus
 from flowrra.backends.redis import RedisBackend
 from flowrra.brokers.redis import RedisBroker
 from flowrra.events import Event, event_bus
-from integration.redis_support import redis_url, scratch_backend, scratch_broker, unique_prefix
+from integration.redis_support import redis_url
 
 pytestmark = pytest.mark.service
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = unique_prefix("app")
-    yield name
-    await scratch_broker(prefix=name).close()
-    backend = scratch_backend(prefix=name)
-    await backend.clear()
-    await backend.close()
+def prefix(app_prefix: str) -> str:
+    return app_prefix
 
 
 @pytest.fixture

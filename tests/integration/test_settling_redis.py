@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,9 +13,6 @@ from flowrra.brokers.redis import RedisBroker
 from flowrra.task import TaskResult
 from integration.redis_support import (
     redis_url,
-    scratch_backend,
-    scratch_broker,
-    unique_prefix,
     wait_until,
 )
 
@@ -43,13 +39,8 @@ class FailingFinalWrites(RedisBackend):
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = unique_prefix("settle")
-    yield name
-    await scratch_broker(prefix=name).close()
-    backend = scratch_backend(prefix=name)
-    await backend.clear()
-    await backend.close()
+def prefix(app_prefix: str) -> str:
+    return app_prefix
 
 
 def app_on(prefix: str, backend: RedisBackend, runs: list[int]) -> Flowrra:
