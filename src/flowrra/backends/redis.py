@@ -386,17 +386,11 @@ class RedisBackend(BaseResultBackend):
         its own way."""
         if not self._posts:
             return None
-        written = self._writer.post(self._write(task_id, result, "new"))
         if self._done.subscribed:
             # nothing of this task can have been published before now, unless it already
-            # had a record: then the write is refused and the id is not held after all
+            # had a record: then the write is refused and _write_batch lets the id go
             self._recent.watch(task_id)
-            written.add_done_callback(lambda done: self._held_if_new(task_id, done))
-        return written
-
-    def _held_if_new(self, task_id: str, written: asyncio.Future[int]) -> None:
-        if written.cancelled() or written.exception() is not None or not written.result():
-            self._recent.take(task_id)
+        return self._writer.post(self._write(task_id, result, "new"))
 
     async def _write_batch(self, batch: list[_Write]) -> list[int]:
         ttl = 0 if self.ttl is None else max(1, math.ceil(self.ttl * 1000))
@@ -410,8 +404,31 @@ class RedisBackend(BaseResultBackend):
         ]
         for write in batch:
             args.extend(write)
-        result: list[int] = await self._wire.evalsha(self._store_script, self._index_keys, args)
+        try:
+            result: list[int] = await self._wire.evalsha(
+                self._store_script, self._index_keys, args
+            )
+        except BaseException:
+            self._let_go_of_new(batch, None)
+            raise
+        self._let_go_of_new(batch, result)
         return result
+
+    def _let_go_of_new(self, batch: list[_Write], result: list[int] | None) -> None:
+        """Stop holding the ids whose create-only pending record was refused (the task had
+        a record: its completion may have been published before it was held) or whose
+        outcome is unknown (``result`` None: the batch failed)."""
+        recent = self._recent
+        if not recent:
+            return
+        if result is None:
+            for write in batch:
+                if write[3] == "new":
+                    recent.take(write[0])
+            return
+        for write, written in zip(batch, result, strict=True):
+            if not written and write[3] == "new":
+                recent.take(write[0])
 
     # -- reading ---------------------------------------------------------------------
 
