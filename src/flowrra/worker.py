@@ -3,7 +3,9 @@
 Each executor gets ``concurrency`` slot coroutines; a slot claims one task at a time from
 the executor's lanes and runs it start to finish, so there is no per-task ``create_task``
 and no dispatcher in between. Retries, timeouts, cancellation and redelivery are decided
-here, once, for every executor and broker.
+here, once, for every executor and broker. Where the backend posts writes in order
+(Redis), a slot does not wait for the running record before it runs the task, nor for the
+final record and the ack after it (:mod:`flowrra.settling`).
 """
 
 from __future__ import annotations

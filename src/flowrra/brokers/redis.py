@@ -15,9 +15,12 @@ How it works (key layout in :mod:`flowrra.redis_keys`, scripts in :mod:`flowrra.
   that make a task ready push to. Nothing polls.
 - This broker renews the leases of every delivery it holds (heartbeat every third of the
   lease) until the delivery is settled; a reaper returns expired leases to their lane, or
-  dead-letters the task once ``max_deliveries`` claims of it expired.
+  dead-letters the task once ``max_deliveries`` claims of it expired (and hands it to
+  :attr:`dead_letter_listener`, so the app records it as failed).
 - ``ack``/``retry``/``release``/``bury`` run one script that checks the claim token (False
   for a stale claim); concurrent settlements of a queue share one script call.
+  ``post_enqueue`` and ``post_ack`` start an enqueue or an ack without waiting for it;
+  :meth:`close` sends every settlement started before it.
 - Delayed tasks are promoted by a script run by a timer set for the earliest due time; a
   producer that adds an earlier one publishes an event that re-arms every broker's timer.
   A promotion and reaping pass also runs every ``maintenance_interval`` as a safety net.
