@@ -312,7 +312,7 @@ return out
 )
 
 # ARGV[6] max deliveries, ARGV[7] most leases to reap. Returns {reaped, {id, reason,
-# message, deliveries, ...}} (the tasks it dead-lettered).
+# message, deliveries, token of the expired claim, ...}} (the tasks it dead-lettered).
 REAP = (
     _BROKER_COMMON
     + r"""
@@ -322,6 +322,7 @@ local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, t
 local buried = {}
 for _, id in ipairs(expired) do
   local d = tonumber(redis.call('HGET', K_DELIV, id) or '0')
+  local token = redis.call('HGET', K_TOKENS, id) or ''
   unlease(id)
   if d >= max_deliveries then
     local reason = string.format(
@@ -331,6 +332,7 @@ for _, id in ipairs(expired) do
     buried[#buried + 1] = reason
     buried[#buried + 1] = redis.call('HGET', K_MSG, id) or ''
     buried[#buried + 1] = d
+    buried[#buried + 1] = token
     bury(id, reason, now)
   else
     make_ready(id, true)
@@ -379,12 +381,13 @@ return body
 # prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] updates channel
 # ('' for none), ARGV[6] TTL ms of finished records (0: none); then per record: id, JSON,
 # status, fence ('' for none, 'new' to write only a record that does not exist yet, 'open'
-# to write only over an unfinished record), finished ('1'/'0'). The state key of a record
-# holds "<fence>|<status>": the highest claim token that wrote it and the index it is in.
-# A fenced write whose fence is below the stored one is refused (0), and so is a running
-# record of the claim that already wrote another state (a write re-sent after a lost
-# connection, landing after the claim's final record), a 'new' write of a record that
-# exists and an 'open' write over a finished record. Unfinished
+# or 'open:<token>' to write only over an unfinished record), finished ('1'/'0'). The
+# state key of a record holds "<fence>|<status>": the highest claim token that wrote it
+# and the index it is in. A fenced write whose fence is below the stored one is refused
+# (0); so is a write of the stored claim that takes it back to running (a write re-sent
+# after a lost connection, landing after the claim's final record) or changes its finished
+# outcome; so are a 'new' write of a record that exists and an 'open' write over a
+# finished record. Unfinished
 # records never expire (SET/MSET without PX drops any earlier TTL). Every stored record is
 # published on the updates channel, finished ones also on the completion channel, each
 # only while it has subscribers (or any pattern subscription exists). Several
@@ -423,15 +426,20 @@ for k = 1, #keys do
   if fence == 'new' then
     if known then ok = 0 end
     fence = ''
-  elseif fence == 'open' then
-    if FINISHED[old_status] then ok = 0 end
-    fence = ''
-  elseif fence ~= '' and old_fence ~= '' then
-    local stored = tonumber(old_fence)
-    local mine = tonumber(fence)
-    -- a claim never goes back to running: that is a re-sent write landing late
-    if stored > mine or (stored == mine and status == 'running' and old_status ~= 'running') then
-      ok = 0
+  else
+    if string.sub(fence, 1, 4) == 'open' then
+      -- only over an unfinished record ('open:<token>' is fenced as well)
+      if FINISHED[old_status] then ok = 0 end
+      fence = string.sub(fence, 6)
+    end
+    if ok == 1 and fence ~= '' and old_fence ~= '' then
+      local stored, mine = tonumber(old_fence), tonumber(fence)
+      -- a claim never goes back to running (a re-sent write landing late) and never
+      -- changes a finished outcome (a stalled worker whose task was buried meanwhile)
+      if stored > mine or (stored == mine and old_status ~= status
+          and (status == 'running' or FINISHED[old_status])) then
+        ok = 0
+      end
     end
   end
   if ok == 1 then

@@ -318,14 +318,29 @@ class Flowrra:
                 await self._stop_parts(wait=False, timeout=0)  # a failed start leaves nothing
                 raise
 
-    async def _record_dead_letter(self, task: Task, reason: str, deliveries: int) -> None:
+    async def _record_dead_letter(
+        self, task: Task, reason: str, deliveries: int, fence: int | None
+    ) -> None:
         """Record a task the broker dead-lettered on its own (its workers kept dying) as
-        failed with the reason, which wakes whoever waits for it; a record that is already
-        finished (the last delivery stored its outcome, then died before its ack) stays."""
-        if await self._recorder.ended(task, FAILED, reason, None, deliveries, keep_finished=True):
+        failed with the reason, which wakes whoever waits for it. A record that is already
+        finished (the last delivery stored its outcome, then died before its ack) stays;
+        the write is fenced by the buried claim, so a worker of that claim that was only
+        stalled cannot turn it into a success later. Tried three times, then logged."""
+        for attempt in range(3):
+            try:
+                recorded = await self._recorder.ended(
+                    task, FAILED, reason, None, deliveries, fence=fence, keep_finished=True
+                )
+            except Exception as error:
+                if attempt == 2:
+                    logger.error("could not record dead-lettered task %s: %s", task.id, error)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+                continue
             worker = self._worker
-            if worker is not None:
+            if recorded and worker is not None:
                 worker.telemetry.failed(task.name)
+            return
 
     async def _start_worker(self, queue: QueueBroker, queues: tuple[str, ...]) -> None:
         self._worker = Worker(
@@ -611,11 +626,14 @@ class Flowrra:
             if posted is None or await posted < 0:  # not posted, or the queue is full
                 await queue.enqueue(message)
         except BaseException:
+            ours = True  # the record is this submit's, or its write's outcome is unknown
             if recorded is not None:
                 await asyncio.wait([recorded])
-                if not recorded.cancelled():
-                    recorded.exception()  # retrieved: the queueing error is the one raised
-            await self._backend.delete(message.id)
+                # exception() retrieves it: the queueing error is the one raised
+                if not recorded.cancelled() and recorded.exception() is None:
+                    ours = recorded.result() == 1  # 0: another submit of this id wrote it
+            if ours:
+                await self._backend.delete(message.id)
             raise
         if recorded is not None:
             try:
@@ -657,7 +675,8 @@ class Flowrra:
             removed = await self._broker.cancel(task_id)
             if removed is not None:
                 error = TaskCancelledError(f"task '{task_id}' was cancelled before it ran")
-                await self._recorder.ended(removed, CANCELLED, error, None, 0)
+                # keep_finished: a run that stored its outcome but lost its ack came back
+                await self._recorder.ended(removed, CANCELLED, error, None, 0, keep_finished=True)
                 return True
         worker = self._worker
         return worker is not None and worker.cancel_running(task_id)

@@ -138,11 +138,11 @@ class TaskRecorder:
 
         With a ``fence``, the write is refused when a newer claim of the task already
         wrote its record: the caller lost its lease and must drop its outcome. With
-        ``keep_finished``, it is refused (False) when the stored record is already
+        ``keep_finished``, it is also refused (False) when the stored record is already
         finished.
         """
         if keep_finished:
-            if not await self.backend.store_unless_finished(record.task_id, record):
+            if not await self.backend.store_unless_finished(record.task_id, record, fence):
                 return False
         elif self._memory is not None:
             self._memory.store_now(record.task_id, record)

@@ -84,9 +84,11 @@ class BackgroundSettlements:
         if self._stopping is None:
             self._stopping = asyncio.Event()
         self._stopping.set()
-        while self._in_flight:
-            await asyncio.wait(set(self._in_flight))
-        self._stopping = None
+        try:
+            while self._in_flight:
+                await asyncio.wait(set(self._in_flight))
+        finally:
+            self._stopping = None
 
     def _after_store(
         self,

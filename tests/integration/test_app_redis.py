@@ -11,6 +11,8 @@ from flowrra import Flowrra, TaskStatus
 from flowrra.backends.redis import RedisBackend
 from flowrra.brokers.redis import RedisBroker
 from flowrra.events import Event, event_bus
+from flowrra.exceptions import SerializationError, TaskNotFoundError, TaskTimeoutError
+from flowrra.task import TaskResult
 from integration.redis_support import redis_url
 
 pytestmark = pytest.mark.service
@@ -183,3 +185,46 @@ async def test_a_task_whose_workers_keep_dying_is_recorded_failed(prefix: str) -
 
 async def _never_returns() -> None:
     await asyncio.Event().wait()
+
+
+async def test_a_submit_that_failed_leaves_nothing_to_wait_for(prefix: str) -> None:
+    app = Flowrra.from_urls(
+        broker=RedisBroker(redis_url(), prefix=prefix, max_message_bytes=2000),
+        backend=RedisBackend(redis_url(), prefix=prefix),
+    )
+    app.task(name="echo")(_echo)
+    await app.start(worker=False)
+    try:
+        first = await app.submit("echo", "small")
+        with pytest.raises(TaskTimeoutError):
+            await app.wait_for_result(first, timeout=0.05)  # subscribes to completions
+        with pytest.raises(SerializationError):
+            await app.submit("echo", "x" * 5000, task_id="too-big")
+        with pytest.raises(TaskNotFoundError):
+            await app.wait_for_result("too-big", timeout=5)
+    finally:
+        await app.close()
+
+
+async def test_cancelling_a_task_that_already_has_an_outcome_keeps_it(prefix: str) -> None:
+    """A run stored its success but lost its ack, so the task came back to the queue: a
+    cancel removes it from the queue and leaves the success on record."""
+    app = Flowrra.from_urls(
+        broker=RedisBroker(redis_url(), prefix=prefix),
+        backend=RedisBackend(redis_url(), prefix=prefix),
+    )
+    app.task(name="echo")(_echo)
+    await app.start(worker=False)
+    try:
+        task_id = await app.submit("echo", "value")
+        await app.backend.store(task_id, TaskResult(task_id, TaskStatus.SUCCESS, "echo", "value"))
+        assert await app.cancel(task_id)
+        kept = await app.get_result(task_id)
+        assert kept is not None
+        assert (kept.status, kept.result) == (TaskStatus.SUCCESS, "value")
+    finally:
+        await app.close()
+
+
+async def _echo(value: str) -> str:
+    return value

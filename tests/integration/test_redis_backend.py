@@ -213,10 +213,10 @@ async def test_several_writes_of_one_task_in_one_batch_land_as_the_last(
         backend.store_fenced("a", record("a", TaskStatus.RUNNING), 1),
         backend.store_fenced("a", record("a", TaskStatus.SUCCESS, result=1), 1),
         backend.store_fenced("b", record("b", TaskStatus.FAILED, error="E: x"), 2),
-        backend.store_fenced("b", record("b", TaskStatus.PENDING, deliveries=1), 2),
+        backend.store("b", record("b", TaskStatus.PENDING, deliveries=1)),  # requeued
         backend.store_fenced("b", record("b", TaskStatus.RUNNING), 1),  # stale: refused
     )
-    assert list(results) == [True, True, True, True, False]
+    assert list(results) == [True, True, True, None, False]
     a, b = await backend.get("a"), await backend.get("b")
     assert a is not None
     assert b is not None
@@ -287,3 +287,21 @@ async def test_a_subclass_that_stores_its_own_way_is_not_bypassed(prefix: str) -
     finally:
         await backend.clear()
         await backend.close()
+
+
+async def test_a_stalled_claim_cannot_change_the_outcome_written_for_it(
+    make_backend: MakeBackend,
+) -> None:
+    """The reaper records a buried task as failed, fenced by the buried claim: a worker of
+    that claim that was only stalled cannot turn it into a success afterwards."""
+    backend = make_backend()
+    assert await backend.store_fenced("t", record("t", TaskStatus.RUNNING), 5)
+    failed = record("t", TaskStatus.FAILED, error="lease expired 3 times")
+    assert await backend.store_unless_finished("t", failed, 5)
+    assert not await backend.store_fenced("t", record("t", TaskStatus.SUCCESS, result=1), 5)
+    loaded = await backend.get("t")
+    assert loaded is not None
+    assert loaded.status == TaskStatus.FAILED
+    # a final record sent twice (its first reply lost) is still accepted
+    assert await backend.store_fenced("u", record("u", TaskStatus.SUCCESS, result=2), 6)
+    assert await backend.store_fenced("u", record("u", TaskStatus.SUCCESS, result=2), 6)

@@ -96,9 +96,11 @@ async def test_max_deliveries_dead_letters_a_poison_task(make_broker: MakeBroker
         await dying.close()
     watcher = make_broker(lease=0.2, max_deliveries=2)
     reported: list[tuple[str, str, int]] = []
+    fences: list[int | None] = []
 
-    async def listener(task: Task, reason: str, deliveries: int) -> None:
+    async def listener(task: Task, reason: str, deliveries: int, fence: int | None) -> None:
         reported.append((task.id, reason, deliveries))
+        fences.append(fence)
 
     watcher.dead_letter_listener = listener
     claimer = asyncio.ensure_future(watcher.claim([IO]))  # runs the reaper
@@ -112,6 +114,7 @@ async def test_max_deliveries_dead_letters_a_poison_task(make_broker: MakeBroker
     assert "max_deliveries=2" in letters[0].reason
     assert (await watcher.counts()).dead == 1
     assert reported == [("poison", letters[0].reason, 2)], "the app was not told, once"
+    assert fences[0] == delivery.token, "the buried claim's token was not passed on"
 
 
 @pytest.mark.parametrize(

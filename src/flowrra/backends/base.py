@@ -75,10 +75,14 @@ class BaseResultBackend(ABC):
         await self.store(task_id, result)
         return True
 
-    async def store_unless_finished(self, task_id: str, result: TaskResult) -> bool:
+    async def store_unless_finished(
+        self, task_id: str, result: TaskResult, fence: int | None = None
+    ) -> bool:
         """Store ``result`` unless the task's record is already finished (success, failed,
-        cancelled); True if stored. Backends shared by several processes should do it
-        atomically; the default, for backends private to one process, reads then writes."""
+        cancelled) or, with ``fence``, was written by a newer claim; True if stored.
+        Backends shared by several processes should do it atomically (and make a fenced
+        write stick: the claim ``fence`` can no longer change it); the default, for
+        backends private to one process, reads then writes."""
         current = await self.get(task_id)
         if current is not None and current.is_complete:
             return False

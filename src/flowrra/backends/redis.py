@@ -356,11 +356,18 @@ class RedisBackend(BaseResultBackend):
             await self._start()
         return await self._writer.submit(self._write(task_id, result, str(fence))) == 1
 
-    async def store_unless_finished(self, task_id: str, result: TaskResult) -> bool:
-        """Store ``result`` unless the record is finished, in one script call."""
+    async def store_unless_finished(
+        self, task_id: str, result: TaskResult, fence: int | None = None
+    ) -> bool:
+        """Store ``result`` unless the record is finished (or, with ``fence``, written by a
+        newer claim), in one script call; a write fenced by claim ``fence`` cannot be
+        changed to another outcome by that claim afterwards."""
+        if not self._own_writes:  # a subclass stores its own way: read, then store
+            return await super().store_unless_finished(task_id, result, fence)
         if not self._started:
             await self._start()
-        return await self._writer.submit(self._write(task_id, result, "open")) == 1
+        mode = "open" if fence is None else f"open:{fence}"
+        return await self._writer.submit(self._write(task_id, result, mode)) == 1
 
     def post_fenced(
         self, task_id: str, result: TaskResult, fence: int
@@ -520,6 +527,7 @@ class RedisBackend(BaseResultBackend):
 
     async def delete(self, task_id: str) -> bool:
         """Remove the record; True if there was one."""
+        self._recent.take(task_id)  # a held id would wait for a completion that never comes
         await self._start()
         removed = await self._wire.evalsha(
             self._delete_script,

@@ -117,8 +117,9 @@ class QueueDetail:
     oldest_age: float | None
 
 
-DeadLetterListener = Callable[[Task, str, int], Awaitable[None]]
-"""Called with (task, reason, deliveries) for a task a broker dead-lettered on its own."""
+DeadLetterListener = Callable[[Task, str, int, int | None], Awaitable[None]]
+"""Called with (task, reason, deliveries, claim token or None) for a task a broker
+dead-lettered on its own."""
 
 
 class QueueBroker(BaseBroker):

@@ -614,16 +614,19 @@ class RedisBroker(QueueBroker):
                 logger.warning(
                     "queue %s: %d expired lease(s) returned, %d dead-lettered",
                     queue,
-                    reaped - len(buried) // 4,
-                    len(buried) // 4,
+                    reaped - len(buried) // 5,
+                    len(buried) // 5,
                 )
-            for index in range(0, len(buried), 4):
-                task_id, reason, body, deliveries = buried[index : index + 4]
-                await self._report_dead(text(task_id), text(reason), body, int(deliveries))
+            for index in range(0, len(buried), 5):
+                task_id, reason, body, deliveries, token = buried[index : index + 5]
+                fence = int(token) if token else None
+                await self._report_dead(text(task_id), text(reason), body, int(deliveries), fence)
             if reaped < _BATCH:
                 return
 
-    async def _report_dead(self, task_id: str, reason: str, body: bytes, deliveries: int) -> None:
+    async def _report_dead(
+        self, task_id: str, reason: str, body: bytes, deliveries: int, fence: int | None
+    ) -> None:
         """Tell :attr:`dead_letter_listener` about a task the reaper buried (its errors are
         logged: the task is dead-lettered either way)."""
         listener = self.dead_letter_listener
@@ -634,7 +637,7 @@ class RedisBroker(QueueBroker):
         except MalformedMessageError:
             task = placeholder(task_id)
         try:
-            await listener(task, reason, deliveries)
+            await listener(task, reason, deliveries, fence)
         except Exception:
             logger.exception("recording dead-lettered task %s failed", task_id)
 
