@@ -47,9 +47,30 @@ class BackgroundSettlements:
         self._hand_back = hand_back
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._stopping: asyncio.Event | None = None
+        self._room_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def __len__(self) -> int:
         return len(self._in_flight)
+
+    async def room(self, limit: int) -> None:
+        """Wait until at most ``limit`` settlements are in flight (a worker stops claiming
+        while its results cannot be stored, instead of piling up finished tasks)."""
+        while len(self._in_flight) > limit:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_waiters.append((limit, waiter))
+            try:
+                await waiter
+            finally:
+                if (limit, waiter) in self._room_waiters:
+                    self._room_waiters.remove((limit, waiter))
+
+    def _settled(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(future)
+        if self._room_waiters:
+            size = len(self._in_flight)
+            for limit, waiter in list(self._room_waiters):
+                if size <= limit and not waiter.done():
+                    waiter.set_result(None)
 
     def ack(self, delivery: Delivery) -> bool:
         """Post the ack of a task whose final record is stored; False if the broker
@@ -98,7 +119,7 @@ class BackgroundSettlements:
         started_at: datetime,
         finished_at: datetime,
     ) -> None:
-        self._in_flight.discard(done)
+        self._settled(done)
         if done.cancelled():
             return
         task = delivery.task
@@ -180,7 +201,7 @@ class BackgroundSettlements:
         future.add_done_callback(self._acked)
 
     def _acked(self, posted: asyncio.Future[Any]) -> None:
-        self._in_flight.discard(posted)
+        self._settled(posted)
         if not posted.cancelled() and posted.exception() is not None:
             logger.warning(
                 "an ack failed; the task's lease will return it to the queue: %s",

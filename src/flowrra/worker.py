@@ -40,6 +40,8 @@ logger = logging.getLogger("flowrra.worker")
 _now = datetime.now  # a local name: read for every task
 _FAIRNESS_STREAK = 100  # tasks a slot runs back to back before it yields to the event loop
 _CLAIM_BACKOFF = 1.0  # seconds a slot waits after the broker failed a claim
+_SETTLE_BACKOFF = 1.0  # seconds a slot waits after it could not settle a task
+_SETTLING_PER_SLOT = 4  # background settlements per slot before slots stop claiming
 
 
 class _Interrupt(enum.Enum):
@@ -166,8 +168,13 @@ class Worker:
         claim_nowait = self._broker.claim_nowait
         claim = self._broker.claim
         worker_id = self.id
+        settlements = self._settlements
+        settling_limit = max(1000, _SETTLING_PER_SLOT * len(self._slots))
         streak = 0
         while not self._stopping:
+            if len(settlements) > settling_limit:  # results are not being stored: hold on
+                await settlements.room(settling_limit)
+                continue
             if streak == _FAIRNESS_STREAK:
                 # a run of tasks that never waited: let the rest of the app run
                 streak = 0
@@ -197,6 +204,9 @@ class Worker:
                     "worker slot failed to settle task %s; handing it back", delivery.task.id
                 )
                 await self._hand_back(delivery)
+                slot.delivery = None
+                # a failing backend must not turn into a busy loop of runs and hand-backs
+                await asyncio.sleep(_SETTLE_BACKOFF)
             finally:
                 slot.delivery = None
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 import pytest
 
 from flowrra import Flowrra
+from flowrra.backends import InMemoryBackend
 from flowrra.backends.waiters import RecentSubmissions
 from flowrra.brokers import MemoryBroker
 from flowrra.brokers.base import Delivery
 from flowrra.config import BrokerConfig, Config, ExecutorConfig
-from flowrra.recording import _log_posted
+from flowrra.events import EventBus
+from flowrra.recording import TaskRecorder, _log_posted
 from flowrra.redis_connection import Coalescer
+from flowrra.settling import BackgroundSettlements
 from flowrra.task import TaskResult, TaskStatus
 
 # -- RecentSubmissions ------------------------------------------------------------------
@@ -194,3 +198,32 @@ def test_a_large_completion_is_not_kept() -> None:
     recent.arrived("large", b"{" + b"x" * 100 + b"}")
     assert recent.take("small") == (True, b"{}")
     assert recent.take("large") == (False, None), "a large completion was kept"
+
+
+async def test_slots_wait_for_room_while_settlements_pile_up() -> None:
+    broker = MemoryBroker()
+    recorder = TaskRecorder(InMemoryBackend(), EventBus())
+    settlements = BackgroundSettlements(broker, recorder, _count, _nothing)
+    loop = asyncio.get_running_loop()
+    pending = [loop.create_future() for _ in range(3)]
+    for future in pending:
+        settlements._track(future)
+    waiter = asyncio.ensure_future(settlements.room(1))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    pending[0].set_result(1)
+    await asyncio.sleep(0.01)
+    assert not waiter.done(), "two still in flight, above the limit of one"
+    pending[1].set_result(1)
+    await asyncio.wait_for(waiter, 1)
+    pending[2].set_result(1)
+    await settlements.drain()
+    assert len(settlements) == 0
+
+
+def _count(name: str, started_at: datetime, finished_at: datetime) -> None:
+    return None
+
+
+async def _nothing(delivery: Delivery) -> None:
+    return None

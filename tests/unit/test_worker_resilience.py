@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
 
 from flowrra import Flowrra
+from flowrra.backends import InMemoryBackend
 from flowrra.brokers import MemoryBroker
 from flowrra.brokers.base import Delivery
-from flowrra.config import BrokerConfig, Config, ExecutorConfig
-from flowrra.task import TaskStatus
+from flowrra.config import BackendConfig, BrokerConfig, Config, ExecutorConfig
+from flowrra.task import Task, TaskResult, TaskStatus
 
 
 class FlakyBroker(MemoryBroker):
@@ -46,6 +48,7 @@ async def test_a_slot_survives_failed_claims_acks_and_releases(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("flowrra.worker._CLAIM_BACKOFF", 0.01)
+    monkeypatch.setattr("flowrra.worker._SETTLE_BACKOFF", 0.01)
     broker = FlakyBroker(failures=1)
     app = Flowrra(Config(broker=BrokerConfig(url=broker), executor=ExecutorConfig(io_workers=1)))
 
@@ -64,3 +67,43 @@ async def test_a_slot_survives_failed_claims_acks_and_releases(
     messages = caplog.text
     assert "could not claim" in messages
     assert "its lease will return it to the queue" in messages
+
+
+class UnwritableBackend(InMemoryBackend):
+    """A result backend that cannot store anything (its server is down)."""
+
+    attempts = 0
+
+    async def store(self, task_id: str, result: TaskResult) -> None:
+        self.attempts += 1
+        raise ConnectionError("backend unreachable")
+
+
+async def test_a_backend_that_cannot_store_does_not_spin_the_worker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed settlement hands the task back and pauses the slot, so the task is not
+    claimed (and run) again and again as fast as the event loop turns."""
+    monkeypatch.setattr("flowrra.worker._SETTLE_BACKOFF", 0.2)
+    backend = UnwritableBackend()
+    app = Flowrra(
+        Config(
+            backend=BackendConfig(url=backend),
+            executor=ExecutorConfig(io_workers=1),
+        )
+    )
+
+    @app.task
+    async def count() -> None:
+        return None
+
+    await app.start()
+    try:
+        queue = app.broker  # submit() would fail: the pending record cannot be written
+        assert isinstance(queue, MemoryBroker)
+        await queue.enqueue(Task("t-1", "count", (), {}))
+        await asyncio.sleep(0.7)
+    finally:
+        await app.stop(timeout=1)
+    assert 1 <= backend.attempts <= 6, f"{backend.attempts} attempts to record it in 0.7 s"
+    assert "failed to settle" in caplog.text
