@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -41,6 +42,7 @@ from flowrra.brokers.redis import RedisBroker
 
 HERE = Path(__file__).parent
 NAN = float("nan")
+WAIT = 120.0  # seconds a wait may take before the run is given up (a dead worker)
 
 
 @dataclass
@@ -204,9 +206,13 @@ class Bench:
             env=environment,
             stderr=asyncio.subprocess.PIPE,
         )
-        await self._until_worker_started()
-        await self.app.start(worker=False)
-        await self.warm_up()
+        try:
+            await self._until_worker_started()
+            await self.app.start(worker=False)
+            await self.warm_up()
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def _until_worker_started(self) -> None:
@@ -223,11 +229,14 @@ class Bench:
 
     async def warm_up(self) -> None:
         ids = await asyncio.gather(*(self.app.submit(self.task, i) for i in range(200)))
-        await asyncio.gather(*(self.app.wait_for_result(task_id) for task_id in ids))
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*(self.app.wait_for_result(task_id) for task_id in ids))
 
     async def __aexit__(self, *exc: object) -> None:
         if self.worker is not None:
-            self.worker.terminate()
+            if self.worker.returncode is None:
+                with contextlib.suppress(ProcessLookupError):  # it died on its own
+                    self.worker.terminate()
             await self.worker.wait()
         if self._drain is not None:
             await self._drain
@@ -257,7 +266,8 @@ class Bench:
         cpu_before = await self.cpu_seconds()
         started = time.perf_counter()
         ids = await asyncio.gather(*(app.submit(task, i) for i in range(tasks)))
-        await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
         rate = tasks / (time.perf_counter() - started)
         cpu_after = await self.cpu_seconds()
         used = [
@@ -272,16 +282,18 @@ class Bench:
         app, task = self.app, self.task
         started = time.perf_counter()
         ids = [await app.submit(task, i) for i in range(tasks)]
-        await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*(app.wait_for_result(task_id) for task_id in ids))
         return tasks / (time.perf_counter() - started)
 
     async def latency(self, samples: int) -> list[float]:
         app, task = self.app, self.task
         times = []
-        for i in range(samples):
-            started = time.perf_counter()
-            await app.wait_for_result(await app.submit(task, i))
-            times.append(time.perf_counter() - started)
+        async with asyncio.timeout(WAIT):
+            for i in range(samples):
+                started = time.perf_counter()
+                await app.wait_for_result(await app.submit(task, i))
+                times.append(time.perf_counter() - started)
         return times
 
 

@@ -49,8 +49,8 @@ _UTC_ISO_SIZE = 4096
 def iso_text(value: datetime) -> str:
     """``value.isoformat()``, remembered for the most recent UTC times: a task's
     submission and start times appear in each of its records and in its message."""
-    if value.tzinfo is not UTC:  # equal instants in other zones print differently
-        return value.isoformat()
+    if value.tzinfo is not UTC or type(value) is not datetime:
+        return value.isoformat()  # equal instants in other zones (or types) print differently
     text = _UTC_ISO.get(value)
     if text is None:
         if len(_UTC_ISO) >= _UTC_ISO_SIZE:
