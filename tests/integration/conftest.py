@@ -36,6 +36,13 @@ async def app_prefix() -> AsyncIterator[str]:
     backend = scratch_backend(prefix=name)
     await backend.clear()
     await backend.close()
+    client = aioredis.Redis.from_url(redis_url())
+    try:  # what a worker's telemetry left
+        leftovers = [key async for key in client.scan_iter(match=f"{name}:*")]
+        if leftovers:
+            await client.delete(*leftovers)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
