@@ -121,13 +121,22 @@ async def subscribed(backend: RedisBackend) -> None:
     await backend.wait_for("warm-up", 5)
 
 
-async def test_a_completion_that_came_before_the_wait_is_not_read_again(
+async def held_task(
     make_backend: MakeBackend,
-) -> None:
+) -> tuple[RedisBackend, RedisBackend, ReadCounter]:
+    """A subscribed producer that recorded task "t" as pending, a worker's backend, and
+    the producer's read counter."""
     producer, worker = make_backend(), make_backend()
     await subscribed(producer)
     counter = ReadCounter(producer)
     await producer.store("t", record("t", TaskStatus.PENDING, args=(1,)))
+    return producer, worker, counter
+
+
+async def test_a_completion_that_came_before_the_wait_is_not_read_again(
+    make_backend: MakeBackend,
+) -> None:
+    producer, worker, counter = await held_task(make_backend)
     assert await worker.store_fenced("t", record("t", TaskStatus.SUCCESS, result=2), 1)
     # the completion message is on its way
     assert await wait_until(lambda: producer._recent._young.get("t") is not None, 5)
@@ -139,10 +148,7 @@ async def test_a_completion_that_came_before_the_wait_is_not_read_again(
 async def test_a_held_task_is_woken_by_its_completion_without_a_read(
     make_backend: MakeBackend,
 ) -> None:
-    producer, worker = make_backend(), make_backend()
-    await subscribed(producer)
-    counter = ReadCounter(producer)
-    await producer.store("t", record("t", TaskStatus.PENDING))
+    producer, worker, counter = await held_task(make_backend)
     waiter = asyncio.ensure_future(producer.wait_for("t", 5))
     await asyncio.sleep(0.05)
     assert not waiter.done()
