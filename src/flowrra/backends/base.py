@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flowrra.task import TaskResult, TaskStatus
@@ -31,6 +32,31 @@ def latest_time(record: TaskResult) -> datetime:
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+async def filtered_page(
+    backend: BaseResultBackend,
+    status: TaskStatus,
+    keeps: Callable[[TaskResult], bool],
+    limit: int | None,
+    offset: int,
+) -> list[TaskResult]:
+    """Records in ``status`` that ``keeps`` passes, paged by ``offset``/``limit`` after
+    filtering: :meth:`BaseResultBackend.list_by_status` is read in chunks of
+    :data:`LISTING_CHUNK` until the page is full or the status runs out."""
+    page: list[TaskResult] = []
+    skip, read = offset, 0
+    while limit is None or len(page) < limit:
+        chunk = await backend.list_by_status(status, LISTING_CHUNK, read)
+        for record in filter(keeps, chunk):
+            if skip:
+                skip -= 1
+            elif limit is None or len(page) < limit:
+                page.append(record)
+        if len(chunk) < LISTING_CHUNK:
+            break
+        read += len(chunk)
+    return page
 
 
 class BaseResultBackend(ABC):
@@ -138,21 +164,9 @@ class BaseResultBackend(ABC):
         the page is full, so it raises ``NotImplementedError`` where that does; backends
         replace it with one that skips other tasks' records without decoding them.
         """
-        page: list[TaskResult] = []
-        skip, read = offset, 0
-        while limit is None or len(page) < limit:
-            chunk = await self.list_by_status(status, LISTING_CHUNK, read)
-            for record in chunk:
-                if record.task_name != task_name:
-                    continue
-                if skip:
-                    skip -= 1
-                elif limit is None or len(page) < limit:
-                    page.append(record)
-            if len(chunk) < LISTING_CHUNK:
-                break
-            read += len(chunk)
-        return page
+        return await filtered_page(
+            self, status, lambda record: record.task_name == task_name, limit, offset
+        )
 
     async def list_recent(self, limit: int | None = None, offset: int = 0) -> list[TaskResult]:
         """Records of every status, the most recently changed first, paged by

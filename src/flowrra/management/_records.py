@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flowrra.backends.base import BaseResultBackend, latest_time
+from flowrra.backends.base import BaseResultBackend, filtered_page, latest_time
 from flowrra.task import TaskResult, TaskStatus
-
-_CHUNK = 500  # records read per backend call while filtering
 
 
 def parse_time(value: object, what: str) -> datetime | None:
@@ -82,27 +80,14 @@ async def list_records(
 
     Without a time filter the backend pages itself (``list_by_status``, or
     ``list_by_task_name`` for a name alone, which a backend may answer without decoding
-    other tasks' records); with one, records are read in chunks of :data:`_CHUNK` until
-    the page is full or the status runs out.
+    other tasks' records); with one, :func:`~flowrra.backends.base.filtered_page` reads
+    them in chunks until the page is full or the status runs out.
     """
     if keep.since is None and keep.until is None:
         if keep.name is None:
             return await backend.list_by_status(status, limit, offset)
         return await backend.list_by_task_name(status, keep.name, limit, offset)
-    page: list[TaskResult] = []
-    skip = offset
-    read = 0
-    while limit is None or len(page) < limit:
-        chunk = await backend.list_by_status(status, _CHUNK, read)
-        for record in filter(keep.keeps, chunk):
-            if skip:
-                skip -= 1
-            elif limit is None or len(page) < limit:
-                page.append(record)
-        if len(chunk) < _CHUNK:
-            break
-        read += len(chunk)
-    return page
+    return await filtered_page(backend, status, keep.keeps, limit, offset)
 
 
 async def list_recent_records(
