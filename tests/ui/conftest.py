@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from flowrra import Config, ExecutorConfig, Flowrra
+from flowrra.ui.bridge import LoopBridge, default_bridge
 
 SECRET = "hunter2-s3cr3t"
 REDACTED = "***"
@@ -124,3 +126,37 @@ async def populated(ui_app: Flowrra) -> AsyncIterator[Populated]:
         yield made
     finally:
         await shutdown(ui_app)
+
+
+# -- the sync frameworks (Flask, Django): the app runs on the bridge's loop ------------
+
+LINK = re.compile(r'(?:href|src|action)="([^"]*)"')
+"""Links, sources and form actions of a rendered page."""
+
+
+def make_app() -> Flowrra:
+    app = Flowrra(Config(executor=ExecutorConfig(io_workers=2, cpu_workers=1)))
+
+    @app.task(name="double", max_retries=0)
+    async def double(value: int) -> int:
+        return value * 2
+
+    @app.task(name="explode", max_retries=0)
+    async def explode(reason: str) -> None:
+        raise RuntimeError(reason)
+
+    return app
+
+
+@pytest.fixture
+def bridge() -> LoopBridge:
+    return default_bridge()
+
+
+@pytest.fixture
+def app(bridge: LoopBridge) -> Iterator[Flowrra]:
+    """A memory app whose worker runs on the bridge loop, as the dashboard's requests do."""
+    made = make_app()
+    bridge.run(made.start())
+    yield made
+    bridge.run(made.stop())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
@@ -19,12 +18,12 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import include, path
 
 from flowrra import Flowrra
-from flowrra.config import Config, ExecutorConfig
 from flowrra.events import event_bus
 from flowrra.task import TaskResult
-from flowrra.ui.bridge import MAX_BODY, LoopBridge, default_bridge
+from flowrra.ui.bridge import MAX_BODY, LoopBridge
 from flowrra.ui.django import get_urls
 from flowrra.ui.messages import UIRequest
+from ui.conftest import LINK, make_app
 
 MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
@@ -46,35 +45,6 @@ if not settings.configured:  # settings are process-wide: configure them once, m
 
 PREFIX = "/ops/flowrra"
 CSRF = {"Origin": "http://testserver", "X-Flowrra-CSRF": "1"}
-LINK = re.compile(r'(?:href|src|action)="([^"]*)"')
-
-
-def make_app() -> Flowrra:
-    app = Flowrra(Config(executor=ExecutorConfig(io_workers=2, cpu_workers=1)))
-
-    @app.task(name="double", max_retries=0)
-    async def double(value: int) -> int:
-        return value * 2
-
-    @app.task(name="explode", max_retries=0)
-    async def explode(reason: str) -> None:
-        raise RuntimeError(reason)
-
-    return app
-
-
-@pytest.fixture
-def bridge() -> LoopBridge:
-    return default_bridge()
-
-
-@pytest.fixture
-def app(bridge: LoopBridge) -> Iterator[Flowrra]:
-    """A memory app whose worker runs on the bridge loop, as the dashboard's requests do."""
-    made = make_app()
-    bridge.run(made.start())
-    yield made
-    bridge.run(made.stop())
 
 
 @pytest.fixture

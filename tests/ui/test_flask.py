@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,43 +14,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flowrra import Flowrra
-from flowrra.config import Config, ExecutorConfig
 from flowrra.task import TaskResult
 from flowrra.ui.bridge import MAX_BODY, LoopBridge, default_bridge
 from flowrra.ui.flask import create_blueprint
 from flowrra.ui.messages import UIRequest
+from ui.conftest import LINK, make_app
 
 PREFIX = "/ops/flowrra"
 CSRF = {"Origin": "http://localhost", "X-Flowrra-CSRF": "1"}
-LINK = re.compile(r'(?:href|src|action)="([^"]*)"')
-
-
-def make_app() -> Flowrra:
-    app = Flowrra(Config(executor=ExecutorConfig(io_workers=2, cpu_workers=1)))
-
-    @app.task(name="double", max_retries=0)
-    async def double(value: int) -> int:
-        return value * 2
-
-    @app.task(name="explode", max_retries=0)
-    async def explode(reason: str) -> None:
-        raise RuntimeError(reason)
-
-    return app
-
-
-@pytest.fixture
-def bridge() -> LoopBridge:
-    return default_bridge()
-
-
-@pytest.fixture
-def app(bridge: LoopBridge) -> Iterator[Flowrra]:
-    """A memory app whose worker runs on the bridge loop, as the dashboard's requests do."""
-    made = make_app()
-    bridge.run(made.start())
-    yield made
-    bridge.run(made.stop())
 
 
 def client_for(app: Flowrra, **options: Any) -> FlaskClient:
