@@ -44,6 +44,18 @@ def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
         loop.close()
 
 
+def run_script(script: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter (with ``options``) on this checkout's sources."""
+    return subprocess.run(
+        [sys.executable, *options, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC)},
+        check=False,
+    )
+
+
 def make_app() -> Flowrra:
     app = Flowrra(Config(executor=ExecutorConfig(io_workers=2, cpu_workers=1)))
 
@@ -327,14 +339,7 @@ def test_the_started_app_is_stopped_at_interpreter_exit(tmp_path: Path) -> None:
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, "-W", "error", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": str(SRC)},
-        check=False,
-    )
+    done = run_script(script, "-W", "error")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["running before exit: True", "running at exit: False"]
 
@@ -374,14 +379,7 @@ def test_a_forked_child_gets_a_new_bridge_instead_of_hanging(tmp_path: Path) -> 
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": str(SRC)},
-        check=False,
-    )
+    done = run_script(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["child exit: 0", "parent still works: True"], done.stdout
 
@@ -421,13 +419,6 @@ def test_a_forked_child_refuses_an_app_left_on_the_parents_bridge(tmp_path: Path
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": str(SRC)},
-        check=False,
-    )
+    done = run_script(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["child exit: 0", "parent app running: True"], done.stdout
