@@ -5,28 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from worker_harness import HERE, Deployment, counts, deployment, producer
+from worker_harness import Deployment, counts, deployment, producer, run_command
 
 from _services import require_redis
 from flowrra import Flowrra
 from flowrra.brokers.redis import RedisBroker
 
 REASON = "gave up on purpose"
-
-
-def run_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowrra", *args],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def dlq(deployed: Deployment, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,25 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from worker_harness import HERE, deployment, producer
+from worker_harness import deployment, producer, run_command
 
 from _services import require_redis
-
-
-def run_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowrra", *args],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_status_of_an_in_process_app_lists_its_tasks() -> None:

@@ -23,6 +23,19 @@ from flowrra.brokers.base import BrokerCounts
 from flowrra.brokers.redis import RedisBroker
 
 HERE = Path(__file__).parent
+
+
+def run_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m flowrra <args>`` from this folder (so its apps import), to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowrra", *args],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 _CHILD_STARTED = re.compile(r"worker process (\d+) started \(pid (\d+)\)")
 
 
