@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the services the test suite talks to (Redis, PostgreSQL, MariaDB) on loopback,
-# when they are not already answering, and wait until each one accepts connections; install
+# Start the services the test suite talks to (Redis, a three-node Redis Cluster, PostgreSQL,
+# MariaDB) on loopback, when they are not already answering, and wait until each one accepts connections; install
 # Debian's Chromium for the dashboard's browser tests when it is missing.
 # Exits non-zero naming the service or tool that could not be provided.
 set -u
@@ -24,6 +24,35 @@ start_redis() {
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 }
 
+CLUSTER_PORTS=(7001 7002 7003)
+
+# A three-node Redis Cluster (no replicas, no persistence) on 127.0.0.1:7001-7003.
+start_redis_cluster() {
+  command -v redis-server >/dev/null || { echo "services: redis-server is not installed" >&2; return 1; }
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    answers "$port" && continue
+    mkdir -p "/var/lib/redis-cluster/$port" /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+      --cluster-config-file "/var/lib/redis-cluster/$port/nodes.conf" --save "" --appendonly no \
+      --dir "/var/lib/redis-cluster/$port" --logfile "/var/log/redis/cluster-$port.log" || return 1
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do wait_for "Redis Cluster node" "$port" || return 1; done
+  cluster_ok && return 0
+  redis-cli --cluster create "${CLUSTER_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+    --cluster-yes >/dev/null || { echo "services: could not form the Redis Cluster" >&2; return 1; }
+  for _ in $(seq 1 60); do
+    cluster_ok && return 0
+    sleep 0.5
+  done
+  echo "services: the Redis Cluster on 127.0.0.1:7001-7003 did not reach state ok" >&2
+  return 1
+}
+
+cluster_ok() {
+  redis-cli -p "${CLUSTER_PORTS[0]}" cluster info 2>/dev/null | grep -q "cluster_state:ok"
+}
+
 start_postgresql() {
   command -v pg_ctlcluster >/dev/null || { echo "services: PostgreSQL is not installed" >&2; return 1; }
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
@@ -45,6 +74,7 @@ install_chromium() {
 status=0
 command -v chromium >/dev/null || install_chromium || status=1
 answers 6379 || start_redis || status=1
+cluster_ok || start_redis_cluster || status=1
 answers 5432 || start_postgresql || status=1
 answers 3306 || start_mariadb || status=1
 wait_for Redis 6379 || status=1

@@ -1,5 +1,5 @@
-"""Reachability checks for the services some tests need (Redis, PostgreSQL, MariaDB), and
-the Chromium the browser tests drive.
+"""Reachability checks for the services some tests need (Redis, a Redis Cluster, PostgreSQL,
+MariaDB), and the Chromium the browser tests drive.
 
 Each ``require_*`` function returns the service's URL when its port answers. When it
 does not, the test is skipped with the reason, except in CI (environment variable ``CI``
@@ -15,6 +15,8 @@ import socket
 import pytest
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_CLUSTER_PORTS = (7001, 7002, 7003)
+REDIS_CLUSTER_URL = "redis+cluster://127.0.0.1:7001"
 POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
 
@@ -45,6 +47,14 @@ def require_redis() -> str:
     """The Redis URL (127.0.0.1:6379, database 0), or skip/fail."""
     service_or_skip("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+def require_redis_cluster() -> str:
+    """The URL of the three-node Redis Cluster on 127.0.0.1:7001-7003 (``scripts/services.sh``
+    starts it), or skip/fail."""
+    for port in REDIS_CLUSTER_PORTS:
+        service_or_skip("Redis Cluster node", "127.0.0.1", port)
+    return REDIS_CLUSTER_URL
 
 
 def require_postgresql() -> str:

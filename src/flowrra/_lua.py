@@ -379,7 +379,9 @@ return body
 
 # Backend. KEYS: the status indexes (every status). ARGV[1] record prefix, ARGV[2] state
 # prefix, ARGV[3] status-index prefix, ARGV[4] completion channel, ARGV[5] updates channel
-# ('' for none), ARGV[6] TTL ms of finished records (0: none); then per record: id, JSON,
+# ('' for none), ARGV[6] TTL ms of finished records (0: none), ARGV[7] '1' to publish even
+# without subscribers on this server (a cluster: PUBSUB NUMSUB counts one node's
+# subscribers, the others' are not seen), else '0'; then per record: id, JSON,
 # status, fence ('' for none, 'new' to write only a record that does not exist yet, 'open'
 # or 'open:<token>' to write only over an unfinished record), finished ('1'/'0'). The
 # state key of a record holds "<fence>|<status>": the highest claim token that wrote it
@@ -390,7 +392,7 @@ return body
 # finished record. Unfinished
 # records never expire (SET/MSET without PX drops any earlier TTL). Every stored record is
 # published on the updates channel, finished ones also on the completion channel, each
-# only while it has subscribers (or any pattern subscription exists). Several
+# only while it has subscribers (or any pattern subscription exists, or ARGV[7] is '1'). Several
 # writes of one id in a batch (a running and a final record) land as the last one, each
 # published; the record's index entry moves once, from the status before the batch to the
 # last one.
@@ -400,11 +402,11 @@ local ttl = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local keys = {}
-for i = 7, #ARGV, 5 do keys[#keys + 1] = STATE .. ARGV[i] end
+for i = 8, #ARGV, 5 do keys[#keys + 1] = STATE .. ARGV[i] end
 local states = redis.call('MGET', unpack(keys))
 -- publish only to channels somebody listens to (a subscriber confirmed before this script
 -- gets every message it sends)
-local patterns = redis.call('PUBSUB', 'NUMPAT') > 0
+local patterns = ARGV[7] == '1' or redis.call('PUBSUB', 'NUMPAT') > 0
 if UPDATES ~= '' and not patterns and redis.call('PUBSUB', 'NUMSUB', UPDATES)[2] == 0 then
   UPDATES = ''
 end
@@ -417,7 +419,7 @@ local latest, origin, index, order, trim = {}, {}, {}, {}, {}
 local plain, plain_order, state_key = {}, {}, {}
 local out = {}
 for k = 1, #keys do
-  local i = 2 + 5 * k
+  local i = 3 + 5 * k
   local id, json, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local fence, finished = ARGV[i + 3], ARGV[i + 4]
   local known = latest[id] or states[k]

@@ -4,8 +4,10 @@ This module (and the Redis broker and backend modules) are the only ones that im
 ``redis``; ``import flowrra`` never does. A missing package raises :class:`ImportError`
 naming ``pip install 'flowrra[redis]'``.
 
-URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
-``unix://[user:password@]/path/to/socket?db=N``. Passwords never appear in logs, reprs
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS),
+``unix://[user:password@]/path/to/socket?db=N``, and for a Redis Cluster
+``redis+cluster://[user:password@]host[:port]`` (``rediss+cluster://`` with TLS), naming
+any one node: the client learns the others from it. Passwords never appear in logs, reprs
 or error messages: everything shown goes through :func:`~flowrra.config.redact_url`.
 
 Failure handling:
@@ -32,11 +34,13 @@ from flowrra.exceptions import BackendError
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
     from redis.exceptions import (
         AuthenticationError,
         AuthorizationError,
+        RedisClusterException,
         RedisError,
         ResponseError,
     )
@@ -47,7 +51,10 @@ except ImportError as missing:  # pragma: no cover - exercised without the extra
         "the Redis broker and backend need the redis package: pip install 'flowrra[redis]'"
     ) from missing
 
-Client = aioredis.Redis
+Client = aioredis.Redis | RedisCluster
+
+# cluster URL scheme -> the scheme redis-py's cluster client reads
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 logger = logging.getLogger("flowrra.redis")
 
@@ -60,6 +67,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     OSError,
+    RedisClusterException,  # what redis-py raises when no cluster node can be reached
 )
 REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RedisError)
 
@@ -68,6 +76,7 @@ __all__ = [
     "REDIS_ERRORS",
     "RETRIES",
     "TRANSIENT_ERRORS",
+    "CLUSTER_SCHEMES",
     "AuthenticationError",
     "Client",
     "Coalescer",
@@ -80,6 +89,7 @@ __all__ = [
     "check_connection",
     "connect",
     "describe_error",
+    "is_cluster",
 ]
 
 
@@ -90,33 +100,54 @@ def connect(
     socket_timeout: float | None = 5.0,
     retry_on_timeout: bool = True,
 ) -> Client:
-    """A client on a pool of at most ``max_connections`` connections to ``url``.
+    """A client on a pool of at most ``max_connections`` connections to ``url`` (per node,
+    for a cluster URL).
 
-    The pool blocks (up to ``socket_timeout``) for a free connection instead of failing
-    when all are busy. Responses stay bytes: nothing read from Redis is decoded before
-    flowrra checks it. Raises :class:`BackendError` (password redacted) for a malformed URL.
+    The pool of a single server blocks (up to ``socket_timeout``) for a free connection
+    instead of failing when all are busy. Responses stay bytes: nothing read from Redis is
+    decoded before flowrra checks it. Raises :class:`BackendError` (password redacted) for
+    a malformed URL.
     """
     safe = redact_url(url)
     retry_errors: tuple[type[RedisError], ...] = (RedisConnectionError,)
     if retry_on_timeout:
         retry_errors = (RedisConnectionError, RedisTimeoutError)
+    retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), RETRIES, retry_errors)
+    scheme, _, rest = url.partition("://")
+    cluster_scheme = CLUSTER_SCHEMES.get(scheme.lower())
+    client: Client
     try:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), RETRIES, retry_errors),
-            retry_on_timeout=retry_on_timeout,
-            health_check_interval=30,
-            decode_responses=False,
-        )
-    except (ValueError, TypeError) as error:
+        if cluster_scheme is not None:
+            client = RedisCluster.from_url(
+                f"{cluster_scheme}://{rest}",
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                retry=retry,
+                decode_responses=False,
+            )
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=socket_timeout,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                retry=retry,
+                retry_on_timeout=retry_on_timeout,
+                health_check_interval=30,
+                decode_responses=False,
+            )
+            client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
+    except (ValueError, TypeError, RedisClusterException) as error:
         raise BackendError(f"invalid Redis URL {safe!r}: {scrub(str(error), url)}") from None
-    client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
-    client.flowrra_url = safe  # type: ignore[attr-defined]
+    client.flowrra_url = safe  # type: ignore[union-attr]
     return client
+
+
+def is_cluster(client: Client) -> bool:
+    """True when ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
 
 
 def safe_url(client: Client) -> str:
@@ -166,7 +197,20 @@ async def check_connection(client: Client, what: str) -> None:
 
 
 async def _ping_once(client: Client) -> None:
-    """PING on a fresh connection that is not retried (so bad credentials fail at once)."""
+    """PING on a fresh connection that is not retried (so bad credentials fail at once).
+
+    A cluster client reads the cluster's layout from the node its URL names instead (a
+    refused login fails it the same way), then pings every primary.
+    """
+    if isinstance(client, RedisCluster):
+        try:
+            await client.initialize()
+        except RedisClusterException as error:
+            if "password" in str(error) or "NOAUTH" in str(error):
+                raise AuthenticationError(str(error)) from None
+            raise
+        await client.ping()
+        return
     connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
     connection.retry = Retry(NoBackoff(), 0)
     try:

@@ -18,10 +18,12 @@ the broker and backend run for every batch do not need any of that, so they go t
 
 Connection settings (host, port or unix path, TLS context, username, password, database)
 are taken from the redis-py pool that :func:`~flowrra.redis_connection.connect` built, so
-both speak to the same server the same way. Blocking commands (``BLPOP``) stay on
-redis-py connections: a blocked command would hold up everything behind it here.
+both speak to the same server the same way. A blocking command (``BLPOP``) gets a Wire of
+its own: a blocked command holds up everything behind it.
 
-:class:`WireSubscription` is a pub/sub subscriber on its own connection of this kind.
+:class:`WireSubscription` is a pub/sub subscriber on its own connection of this kind. On a
+Redis Cluster the same calls go through :class:`~flowrra.redis_cluster.ClusterWire`
+(see :mod:`flowrra.redis_cluster`, which picks one or the other).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
@@ -41,7 +43,6 @@ from redis.exceptions import BusyLoadingError
 from flowrra.exceptions import BackendError
 from flowrra.redis_connection import (
     RETRIES,
-    Client,
     RedisConnectionError,
     RedisTimeoutError,
     ResponseError,
@@ -167,25 +168,33 @@ def _reply_error(message: str) -> ResponseError | BusyLoadingError:
     return ResponseError(message)
 
 
-class _Settings:
-    """How to reach and log in to the server a redis-py client points at."""
+class ServerSettings:
+    """How to reach and log in to one Redis server, as redis-py's connections would.
 
-    def __init__(self, client: Client) -> None:
-        pool = client.connection_pool
-        options: dict[str, Any] = pool.connection_kwargs
+    ``connection_class`` and ``options`` are a redis-py pool's (or cluster node's)
+    connection class and keyword arguments; ``url`` is the redacted URL shown in errors.
+    """
+
+    def __init__(self, connection_class: type[Any], options: dict[str, Any], url: str) -> None:
         self.path: str | None = options.get("path") or None
         self.host: str = options.get("host", "127.0.0.1")
         self.port: int = int(options.get("port", 6379))
         self.ssl = None
-        if issubclass(pool.connection_class, aioredis.SSLConnection):
-            probe = pool.make_connection()  # type: ignore[no-untyped-call]
+        if issubclass(connection_class, aioredis.SSLConnection):
+            probe = connection_class(**options)
             self.ssl = probe.ssl_context.get()
         self.username: str | None = options.get("username")
         self.password: str | None = options.get("password")
         self.db = int(options.get("db", 0) or 0)
         timeout = options.get("socket_timeout")
         self.timeout: float | None = float(timeout) if timeout else None
-        self.url = safe_url(client)
+        self.url = url
+
+    @classmethod
+    def of_client(cls, client: aioredis.Redis) -> ServerSettings:
+        """The settings of the server a single-server client points at."""
+        pool = client.connection_pool
+        return cls(pool.connection_class, pool.connection_kwargs, safe_url(client))
 
     def login(self) -> list[tuple[Arg, ...]]:
         """The commands that prepare a new connection (AUTH, SELECT)."""
@@ -200,7 +209,24 @@ class _Settings:
         return commands
 
 
-async def _open(settings: _Settings, on_push: Callable[[Reply], None] | None) -> _Protocol:
+class CommandWire(Protocol):
+    """What the broker and backend send their commands through: a :class:`Wire` to one
+    server, or :class:`~flowrra.redis_cluster.ClusterWire` to a cluster."""
+
+    async def call(self, *args: Arg) -> Reply:
+        """Run one command given as arguments."""
+
+    async def call_blocking(self, seconds: float, *args: Arg) -> Reply:
+        """Run a command that blocks in Redis for up to ``seconds`` (``BLPOP``)."""
+
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
+        """Run ``script`` (loading it first if the server does not know it)."""
+
+    async def close(self) -> None:
+        """Release the connections; later calls raise."""
+
+
+async def _open(settings: ServerSettings, on_push: Callable[[Reply], None] | None) -> _Protocol:
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(settings.timeout):
         if settings.path:
@@ -225,8 +251,8 @@ async def _open(settings: _Settings, on_push: Callable[[Reply], None] | None) ->
 class Wire:
     """Commands to one Redis server over one multiplexed connection (see module doc)."""
 
-    def __init__(self, client: Client) -> None:
-        self._settings = _Settings(client)
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._settings = ServerSettings.of_client(client)
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._retrying: asyncio.Lock | None = None
@@ -350,21 +376,26 @@ class Wire:
 class WireSubscription:
     """A subscriber to one channel on its own :class:`Wire`-style connection.
 
-    ``handler`` gets each message's payload (bytes; it must not raise, errors are logged).
-    ``on_subscribed`` runs after every (re)subscription, since messages published while
-    the connection was down are lost. :meth:`run` is meant for a
+    ``server`` names the server to subscribe on; it is asked again at every
+    (re)subscription, so a cluster subscriber can move to another node (``url``, redacted,
+    is what errors show). ``handler`` gets
+    each message's payload (bytes; it must not raise, errors are logged). ``on_subscribed``
+    runs after every (re)subscription, since messages published while the connection was
+    down are lost. :meth:`run` is meant for a
     :class:`~flowrra.redis_connection.Supervisor`: it returns never, and raises when the
     connection is lost so the supervisor reconnects.
     """
 
     def __init__(
         self,
-        client: Client,
+        server: Callable[[], ServerSettings],
+        url: str,
         channel: str,
         handler: Callable[[bytes], None],
         on_subscribed: Callable[[], None],
     ) -> None:
-        self._settings = _Settings(client)
+        self._server = server
+        self._url = url
         self._channel = channel.encode()
         self._handler = handler
         self._on_subscribed = on_subscribed
@@ -382,12 +413,12 @@ class WireSubscription:
                 await self._subscribed.wait()
         except TimeoutError:
             raise BackendError(
-                f"could not subscribe to Redis at {self._settings.url} within {timeout}s"
+                f"could not subscribe to Redis at {self._url} within {timeout}s"
             ) from None
 
     async def run(self) -> None:
         """Subscribe, dispatch messages until the connection ends, then raise."""
-        protocol = await _open(self._settings, self._dispatch)
+        protocol = await _open(self._server(), self._dispatch)
         try:
             protocol.transport.write(pack(("SUBSCRIBE", self._channel)))  # type: ignore[union-attr]
             await protocol.closed

@@ -39,10 +39,27 @@ async def _redis_backend() -> BaseResultBackend:
     return scratch_backend(ttl=None)
 
 
-BROKER_FACTORIES: dict[str, BrokerFactory] = {"memory": _memory_broker, "redis": _redis_broker}
+async def _redis_cluster_broker(max_size: int) -> QueueBroker:
+    from integration.redis_support import cluster_url, scratch_broker
+
+    return scratch_broker(cluster_url(), max_size=max_size)
+
+
+async def _redis_cluster_backend() -> BaseResultBackend:
+    from integration.redis_support import cluster_url, scratch_backend
+
+    return scratch_backend(cluster_url(), ttl=None)
+
+
+BROKER_FACTORIES: dict[str, BrokerFactory] = {
+    "memory": _memory_broker,
+    "redis": _redis_broker,
+    "redis-cluster": _redis_cluster_broker,
+}
 BACKEND_FACTORIES: dict[str, BackendFactory] = {
     "memory": _memory_backend,
     "redis": _redis_backend,
+    "redis-cluster": _redis_cluster_backend,
 }
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from _services import require_redis
+from _services import require_redis, require_redis_cluster
 from flowrra.backends.redis import RedisBackend
 from flowrra.brokers.redis import RedisBroker
 
@@ -21,6 +21,12 @@ def redis_url() -> str:
     """The test Redis URL on this run's database (skips, or fails in CI, without Redis)."""
     base = require_redis().rsplit("/", 1)[0]
     return f"{base}/{RUN_DB}"
+
+
+def cluster_url() -> str:
+    """The test Redis Cluster's URL (a cluster has one database: tests keep to their own
+    prefixes); skips, or fails in CI, without it."""
+    return require_redis_cluster()
 
 
 def unique_prefix(kind: str) -> str:
@@ -38,16 +44,18 @@ class ScratchBroker(RedisBroker):
             await super().close()
 
 
-def scratch_broker(**options: Any) -> ScratchBroker:
-    """A :class:`ScratchBroker` on this run's database with a fresh prefix."""
+def scratch_broker(url: str | None = None, **options: Any) -> ScratchBroker:
+    """A :class:`ScratchBroker` on ``url`` (default: this run's database) with a fresh
+    prefix."""
     options.setdefault("prefix", unique_prefix("broker"))
-    return ScratchBroker(redis_url(), **options)
+    return ScratchBroker(url or redis_url(), **options)
 
 
-def scratch_backend(**options: Any) -> RedisBackend:
-    """A :class:`RedisBackend` on this run's database with a fresh prefix."""
+def scratch_backend(url: str | None = None, **options: Any) -> RedisBackend:
+    """A :class:`RedisBackend` on ``url`` (default: this run's database) with a fresh
+    prefix."""
     options.setdefault("prefix", unique_prefix("backend"))
-    return RedisBackend(redis_url(), **options)
+    return RedisBackend(url or redis_url(), **options)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:

@@ -22,8 +22,9 @@ def get_backend(config: BackendConfig | str | None = None) -> BaseResultBackend:
     """Build the backend a config or URL names.
 
     ``None`` and ``memory://``: an :class:`InMemoryBackend` (keeping the config's ``ttl``
-    and ``max_results``). ``redis://``, ``rediss://``, ``unix://``: a ``RedisBackend``. A
-    backend object is returned as it is. Any other scheme raises :class:`BackendError`.
+    and ``max_results``). ``redis://``, ``rediss://``, ``unix://`` and the cluster schemes
+    ``redis+cluster://``, ``rediss+cluster://``: a ``RedisBackend``. A backend object is
+    returned as it is. Any other scheme raises :class:`BackendError`.
     """
     if config is None:
         return InMemoryBackend()
@@ -39,7 +40,7 @@ def get_backend(config: BackendConfig | str | None = None) -> BaseResultBackend:
         return built
     raise BackendError(
         f"unknown backend scheme '{scheme}' in {redact_url(config.url)!r}: "
-        "use memory://, redis://, rediss:// or unix://"
+        "use memory://, redis://, rediss://, unix:// or redis+cluster://"
     )
 
 

@@ -46,10 +46,12 @@ from flowrra.redis_connection import (
     check_connection,
     close_client,
     connect,
+    is_cluster,
     safe_url,
 )
+from flowrra.redis_cluster import open_subscription, open_wire
 from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
-from flowrra.redis_wire import Script, Wire, WireSubscription
+from flowrra.redis_wire import Script
 from flowrra.serialization import encode_record, loads
 from flowrra.task import PENDING, TaskResult, TaskStatus, is_terminal
 
@@ -166,7 +168,8 @@ def _named(
 class RedisBackend(BaseResultBackend):
     """Task records in Redis, shared by every process of an app.
 
-    ``url``: ``redis://``, ``rediss://`` or ``unix://``. ``ttl``: seconds a finished
+    ``url``: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` /
+    ``rediss+cluster://`` naming any node of a Redis Cluster. ``ttl``: seconds a finished
     record is kept (``None``: for ever). ``prefix``: start of every key; ``clear`` removes
     only this prefix's records. ``publish_updates``: publish every stored record on the
     updates channel, which :meth:`listen_updates` relays to a callback in any process.
@@ -195,7 +198,9 @@ class RedisBackend(BaseResultBackend):
             socket_timeout=socket_timeout,
             retry_on_timeout=retry_on_timeout,
         )
-        self._wire = Wire(self._client)
+        self._wire = open_wire(self._client)
+        # PUBSUB NUMSUB counts one node's subscribers: on a cluster, always publish
+        self._publish_always = "1" if is_cluster(self._client) else "0"
         self._store_script = Script(_lua.STORE)
         self._delete_script = Script(_lua.DELETE)
         self._index_keys = [self.keys.status(status.value) for status in _STATUSES]
@@ -204,13 +209,13 @@ class RedisBackend(BaseResultBackend):
         self._waiters = ResultWaiters()
         self._recent = RecentSubmissions()
         self._supervisor = Supervisor("redis-backend")
-        self._done = WireSubscription(
+        self._done = open_subscription(
             self._client, self.keys.done, self._on_done, self._on_subscribed
         )
         self._update_listeners: list[UpdateListener] = []
         self._update_buffer: deque[bytes] = deque()
         self._update_arrived: asyncio.Future[None] | None = None
-        self._updates = WireSubscription(
+        self._updates = open_subscription(
             self._client, self.keys.updates, self._on_update, _nothing_missed
         )
         self._started = False
@@ -408,6 +413,7 @@ class RedisBackend(BaseResultBackend):
             self.keys.done,
             self.keys.updates if self.publish_updates else "",
             ttl,
+            self._publish_always,
         ]
         for write in batch:
             args.extend(write)

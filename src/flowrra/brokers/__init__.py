@@ -21,7 +21,7 @@ from flowrra.brokers.memory import MemoryBroker
 from flowrra.config import BrokerConfig, redact_url
 from flowrra.exceptions import BackendError
 
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 REDIS_PACKAGES = frozenset({"redis", "hiredis"})
 
 __all__ = [
@@ -49,7 +49,8 @@ def get_broker(config: BrokerConfig | str | None = None, *, max_size: int = 1000
     """Build the broker a config or URL names.
 
     ``None`` and ``memory://``: a :class:`MemoryBroker` holding at most ``max_size`` waiting
-    tasks. ``redis://``, ``rediss://``, ``unix://``: a ``RedisBroker``. A broker object is
+    tasks. ``redis://``, ``rediss://``, ``unix://`` and the cluster schemes
+    ``redis+cluster://``, ``rediss+cluster://``: a ``RedisBroker``. A broker object is
     returned as it is. Any other scheme raises :class:`BackendError` naming it.
     """
     if config is None:
@@ -66,7 +67,7 @@ def get_broker(config: BrokerConfig | str | None = None, *, max_size: int = 1000
         return built
     raise BackendError(
         f"unknown broker scheme '{scheme}' in {redact_url(config.url)!r}: "
-        "use memory://, redis://, rediss:// or unix://"
+        "use memory://, redis://, rediss://, unix:// or redis+cluster://"
     )
 
 

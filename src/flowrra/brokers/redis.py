@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowrra import _lua, _lua_admin
+from flowrra._aio import cancel_until_done
 from flowrra.brokers.base import (
     BrokerCounts,
     DeadLetter,
@@ -68,10 +69,12 @@ from flowrra.redis_connection import (
     check_connection,
     close_client,
     connect,
+    is_cluster,
     safe_url,
 )
+from flowrra.redis_cluster import open_subscription, open_wire
 from flowrra.redis_keys import DEFAULT_PREFIX, BrokerKeys, QueueKeys, split_lane
-from flowrra.redis_wire import Script, Wire, WireSubscription
+from flowrra.redis_wire import CommandWire, Script
 from flowrra.serialization import encode_message
 from flowrra.task import Task
 
@@ -89,7 +92,8 @@ _Entry = tuple[str, bytes, str, int]
 class RedisBroker(QueueBroker):
     """A :class:`QueueBroker` in Redis (at-least-once, shared by any number of processes).
 
-    ``url``: ``redis://``, ``rediss://`` or ``unix://``. ``prefix``: start of every key (a
+    ``url``: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` /
+    ``rediss+cluster://`` naming any node of a Redis Cluster. ``prefix``: start of every key (a
     unique prefix isolates apps and tests). ``max_size``: most tasks waiting (ready or
     delayed) per queue before ``enqueue`` waits for room (``None``: no bound; retries and
     releases are always accepted). ``max_deliveries``: claims of one attempt whose lease
@@ -138,7 +142,7 @@ class RedisBroker(QueueBroker):
             socket_timeout=socket_timeout,
             retry_on_timeout=retry_on_timeout,
         )
-        self._wire = Wire(self._client)
+        self._wire = open_wire(self._client)
         self._scripts = {
             name: Script(source)
             for name, source in {
@@ -158,13 +162,13 @@ class RedisBroker(QueueBroker):
         self._enqueuers: dict[str, Coalescer[_Entry, int]] = {}
         self._settlers: dict[str, Coalescer[_Op, int]] = {}
         self._claimers: dict[tuple[str, ...], Claimer] = {}
-        self._blockers: dict[tuple[str, ...], Wire] = {}
+        self._blockers: dict[str, CommandWire] = {}
         self._held: dict[str, dict[str, str]] = {}
         self._supervisor = Supervisor("redis-broker")
         self._idle = Signal()
         self._room = Signal()
         self._wake = Signal()
-        self._events = WireSubscription(
+        self._events = open_subscription(
             self._client, self.keys.events, self._on_event, self._on_subscribed
         )
         self._started = False
@@ -427,24 +431,57 @@ class RedisBroker(QueueBroker):
                 await self._block(claimer)
 
     async def _block(self, claimer: Claimer) -> None:
-        """Wait on the lanes' wake-up lists (one queue's lanes per BLPOP: one slot).
+        """Wait on the lanes' wake-up lists until a token arrives or the wait times out.
 
-        The BLPOP runs on the claimer's own multiplexed connection (a blocked command holds
-        up its connection), not through redis-py.
+        The BLPOP runs on a connection of the claimer's own (a blocked command holds up its
+        connection), not through redis-py. On a single server one BLPOP waits on every lane.
+        On a cluster each queue's lanes are in their own slot, so each queue gets a BLPOP
+        of its own; the first token wakes the claimer and the other waits are dropped.
         """
-        queue, executors = claimer.groups[0]
-        keys = self._queue(queue)
-        wait_keys = [keys.notify(executor) for executor in executors]
-        if len(claimer.groups) > 1:
-            for other, more in claimer.groups[1:]:
-                wait_keys.extend(self._queue(other).notify(executor) for executor in more)
         seconds = max(1.0, self._socket_timeout - 1.0)
-        wire = self._blockers.get(claimer.lanes)
-        if wire is None:
-            wire = self._blockers[claimer.lanes] = Wire(self._client)
-        popped = await wire.call_blocking(seconds, "BLPOP", *wait_keys, seconds)
+        groups = [
+            [self._queue(queue).notify(executor) for executor in executors]
+            for queue, executors in claimer.groups
+        ]
+        if len(groups) > 1 and not is_cluster(self._client):
+            groups = [[key for group in groups for key in group]]
+        if len(groups) == 1:
+            popped = await self._wait_for_token(claimer.name, groups[0], seconds)
+        else:
+            popped = await self._first_token(claimer.name, groups, seconds)
         if popped is not None and not claimer.waiters:
             await self._wire.call("RPUSH", popped[0], popped[1])
+
+    async def _wait_for_token(self, owner: str, wait_keys: list[str], seconds: float) -> Any:
+        """BLPOP on ``wait_keys`` (one slot) over the connection kept for them."""
+        name = f"{owner}|{','.join(wait_keys)}"
+        wire = self._blockers.get(name)
+        if wire is None:
+            wire = self._blockers[name] = open_wire(self._client)
+        return await wire.call_blocking(seconds, "BLPOP", *wait_keys, seconds)
+
+    async def _first_token(self, owner: str, groups: list[list[str]], seconds: float) -> Any:
+        """One BLPOP per slot at once; the first token popped (None if none came).
+
+        The other BLPOPs are cancelled, which drops their connections; a token one of them
+        popped in that instant is lost, which only delays the claimer it was meant for by
+        one wait at most (claimers re-check every lane after each wait).
+        """
+        waits = [
+            asyncio.ensure_future(self._wait_for_token(owner, keys, seconds)) for keys in groups
+        ]
+        try:
+            pending: set[asyncio.Future[Any]] = set(waits)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                tokens = [popped for wait in done if (popped := wait.result()) is not None]
+                if tokens:
+                    for key, token in tokens[1:]:  # popped together: not ours to keep
+                        await self._wire.call("RPUSH", key, token)
+                    return tokens[0]
+            return None
+        finally:
+            await cancel_until_done([wait for wait in waits if not wait.done()])
 
     async def _claim_batch(self, claimer: Claimer, want: int) -> tuple[list[Delivery], bool]:
         """Claim up to ``want`` deliveries; also True when the lanes ran out before that.
