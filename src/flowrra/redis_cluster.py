@@ -18,14 +18,17 @@ node, so a subscriber connects to one node and moves to the next one when it los
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from itertools import count
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
-
-from flowrra.redis_connection import Client, RedisConnectionError, safe_url
+from flowrra.redis_connection import (
+    Client,
+    NoScriptError,
+    RedisCluster,
+    RedisConnectionError,
+    safe_url,
+)
 from flowrra.redis_wire import (
     Arg,
     CommandWire,
@@ -93,17 +96,19 @@ def open_subscription(
     on_subscribed: Callable[[], None],
 ) -> WireSubscription:
     """A subscriber to ``channel`` on the server of ``client``; on a cluster, on one node at
-    a time, the next one in turn at each resubscription."""
-    if isinstance(client, aioredis.Redis):
+    a time (a random one first, so the processes' subscriptions spread over the nodes), the
+    next one in turn at each resubscription."""
+    if not isinstance(client, RedisCluster):
         settings = ServerSettings.of_client(client)
         return WireSubscription(lambda: settings, settings.url, channel, handler, on_subscribed)
-    return WireSubscription(_node_in_turn(client), safe_url(client), channel, handler, on_subscribed)
+    url = safe_url(client)
+    return WireSubscription(_node_in_turn(client), url, channel, handler, on_subscribed)
 
 
 def _node_in_turn(client: RedisCluster) -> Callable[[], ServerSettings]:
     """Settings of the cluster's nodes, one after another (the client must be initialised:
     the broker and backend check their connection before they subscribe)."""
-    turn = count()
+    turn = count(random.randrange(1 << 16))
     url = safe_url(client)
 
     def next_node() -> ServerSettings:

@@ -40,6 +40,7 @@ try:
     from redis.exceptions import (
         AuthenticationError,
         AuthorizationError,
+        NoScriptError,
         RedisClusterException,
         RedisError,
         ResponseError,
@@ -73,13 +74,15 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RedisError)
 
 __all__ = [
     "BACKOFF_CAP",
+    "CLUSTER_SCHEMES",
     "REDIS_ERRORS",
     "RETRIES",
     "TRANSIENT_ERRORS",
-    "CLUSTER_SCHEMES",
     "AuthenticationError",
     "Client",
     "Coalescer",
+    "NoScriptError",
+    "RedisCluster",
     "RedisConnectionError",
     "RedisError",
     "RedisTimeoutError",

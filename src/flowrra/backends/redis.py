@@ -38,6 +38,7 @@ from flowrra.backends.base import LISTING_CHUNK, BaseResultBackend
 from flowrra.backends.waiters import RecentSubmissions, ResultWaiters
 from flowrra.config import BackendConfig
 from flowrra.exceptions import BackendError, TaskNotFoundError
+from flowrra.redis_cluster import open_subscription, open_wire
 from flowrra.redis_connection import (
     REDIS_ERRORS,
     Client,
@@ -49,7 +50,6 @@ from flowrra.redis_connection import (
     is_cluster,
     safe_url,
 )
-from flowrra.redis_cluster import open_subscription, open_wire
 from flowrra.redis_keys import DEFAULT_PREFIX, BackendKeys
 from flowrra.redis_wire import Script
 from flowrra.serialization import encode_record, loads

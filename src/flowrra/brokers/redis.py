@@ -59,6 +59,7 @@ from flowrra.brokers.redis_messages import (
 )
 from flowrra.config import BrokerConfig
 from flowrra.exceptions import BackendError, SerializationError
+from flowrra.redis_cluster import open_subscription, open_wire
 from flowrra.redis_connection import (
     REDIS_ERRORS,
     TRANSIENT_ERRORS,
@@ -72,7 +73,6 @@ from flowrra.redis_connection import (
     is_cluster,
     safe_url,
 )
-from flowrra.redis_cluster import open_subscription, open_wire
 from flowrra.redis_keys import DEFAULT_PREFIX, BrokerKeys, QueueKeys, split_lane
 from flowrra.redis_wire import CommandWire, Script
 from flowrra.serialization import encode_message
@@ -163,6 +163,7 @@ class RedisBroker(QueueBroker):
         self._settlers: dict[str, Coalescer[_Op, int]] = {}
         self._claimers: dict[tuple[str, ...], Claimer] = {}
         self._blockers: dict[str, CommandWire] = {}
+        self._slot_waits: set[asyncio.Task[Any]] = set()  # BLPOPs of _first_token
         self._held: dict[str, dict[str, str]] = {}
         self._supervisor = Supervisor("redis-broker")
         self._idle = Signal()
@@ -235,6 +236,7 @@ class RedisBroker(QueueBroker):
             logger.warning("could not hand prefetched tasks back on close: %s", error)
         finally:
             await self._supervisor.stop()
+            await cancel_until_done(self._slot_waits)  # no BLPOP may outlive the client
             for blocker in self._blockers.values():
                 await blocker.close()
             await self._wire.close()
@@ -467,9 +469,11 @@ class RedisBroker(QueueBroker):
         popped in that instant is lost, which only delays the claimer it was meant for by
         one wait at most (claimers re-check every lane after each wait).
         """
-        waits = [
-            asyncio.ensure_future(self._wait_for_token(owner, keys, seconds)) for keys in groups
-        ]
+        loop = asyncio.get_running_loop()
+        waits = [loop.create_task(self._wait_for_token(owner, keys, seconds)) for keys in groups]
+        for wait in waits:  # close() ends any left behind by a cancellation of this cleanup
+            self._slot_waits.add(wait)
+            wait.add_done_callback(self._slot_waits.discard)
         try:
             pending: set[asyncio.Future[Any]] = set(waits)
             while pending:
