@@ -1,0 +1,199 @@
+"""A Redis Cluster node restarted in the middle of a run: nothing is lost, the worker resumes.
+
+The cluster is this test's own: three primaries with append-only persistence on free
+ports, so restarting one of them disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from flowrra import Flowrra, TaskStatus
+from flowrra.backends.redis import RedisBackend
+from flowrra.brokers.redis import RedisBroker
+from flowrra.redis_keys import BrokerKeys
+from integration.redis_support import cluster_url
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+TASKS = 300
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_node_ports(count: int) -> list[int]:
+    """``count`` ports that are free along with their cluster-bus ports (port + 10000)."""
+    ports: list[int] = []
+    for port in random.sample(range(20_000, 40_000), 200):
+        if _bindable(port) and _bindable(port + 10_000):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise AssertionError("no free ports for a test cluster")
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+class PersistentCluster:
+    """Three cluster-enabled redis-servers of this test only, each persisting to its own
+    folder, joined into one cluster (slots split evenly, no replicas)."""
+
+    def __init__(self, folder: Path) -> None:
+        cluster_url()  # skip (or fail in CI) without the shared cluster's tools
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            pytest.skip("redis-server and redis-cli are needed")
+        self.server, self.cli = server, cli
+        self.ports = _free_node_ports(3)
+        self.folder = folder
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, port: int) -> None:
+        """Start the node on ``port`` (again, after :meth:`stop`: it reads its cluster
+        configuration and data back) and wait until it accepts connections."""
+        data = self.folder / str(port)
+        data.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                self.server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _answers(port):
+            assert time.monotonic() < deadline, f"node {port} did not start"
+            time.sleep(0.05)
+
+    def stop(self, port: int) -> None:
+        """SIGTERM the node on ``port``: it flushes its append-only file, then exits."""
+        process = self.processes.pop(port, None)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+    def form(self) -> None:
+        """Join the three nodes into a cluster and wait until it serves every slot."""
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not all(self.state(port) == "ok" for port in self.ports):
+            assert time.monotonic() < deadline, "the cluster did not reach state ok"
+            time.sleep(0.1)
+
+    def state(self, port: int) -> str:
+        info = subprocess.run(
+            [self.cli, "-p", str(port), "cluster", "info"],
+            check=False,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for line in info.splitlines():
+            if line.startswith("cluster_state:"):
+                return line.split(":", 1)[1].strip()
+        return "unknown"
+
+    async def owner(self, key: str) -> int:
+        """The port of the node serving ``key``."""
+        client = RedisCluster(host="127.0.0.1", port=self.ports[0])
+        try:
+            await client.initialize()
+            node = client.get_node_from_key(key)
+            assert node is not None
+            return int(node.port)
+        finally:
+            await client.aclose()
+
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+
+@pytest.fixture
+def persistent_cluster(tmp_path: Path) -> Iterator[PersistentCluster]:
+    cluster = PersistentCluster(tmp_path)
+    try:
+        for port in cluster.ports:
+            cluster.start(port)
+        cluster.form()
+        yield cluster
+    finally:
+        for port in list(cluster.processes):
+            cluster.stop(port)
+
+
+async def test_a_node_restart_loses_nothing(persistent_cluster: PersistentCluster) -> None:
+    url = persistent_cluster.url()
+    app = Flowrra.from_urls(
+        broker=RedisBroker(url, prefix="restart", lease=3.0),
+        backend=RedisBackend(url, prefix="restart"),
+    )
+    queue_node = await persistent_cluster.owner(BrokerKeys("restart").queue("default").messages)
+    done: list[int] = []
+    a_third_done = asyncio.Event()
+
+    @app.task(max_retries=0)
+    async def step(n: int) -> int:
+        await asyncio.sleep(0.01)
+        done.append(n)
+        if len(done) >= TASKS // 3:
+            a_third_done.set()
+        return n
+
+    await app.start()
+    try:
+        ids = [await step.submit(n) for n in range(TASKS)]
+        await asyncio.wait_for(a_third_done.wait(), 30)
+        await asyncio.to_thread(persistent_cluster.stop, queue_node)
+        stopped_at = len(done)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(persistent_cluster.start, queue_node)
+        records = [await app.wait_for_result(task_id, timeout=60) for task_id in ids]
+    finally:
+        await app.close()
+    assert stopped_at < TASKS, "every task ran before the node stopped: the test proved nothing"
+    assert [r.status for r in records] == [TaskStatus.SUCCESS] * TASKS
+    assert sorted(set(done)) == list(range(TASKS)), "every task ran"
