@@ -17,6 +17,10 @@ spent per task in the leanest burst, a figure that varies less than the rates on
 machine. Each run uses a fresh key prefix on the chosen database and deletes its keys
 afterwards.
 
+With a cluster URL (``--url redis+cluster://127.0.0.1:7001``) flowrra runs on the Redis
+Cluster; the raw rows then use redis-py's cluster client (the key's node; ``PING`` to one
+node) and the Redis CPU is that of every primary.
+
     python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/9] [--tasks 10000]
                                      [--no-gc-tuning]
 """
@@ -35,12 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from flowrra import Flowrra
 from flowrra.backends.redis import RedisBackend
 from flowrra.brokers.redis import RedisBroker
+from flowrra.redis_connection import CLUSTER_SCHEMES
 
 HERE = Path(__file__).parent
+Plain = aioredis.Redis | RedisCluster
 NAN = float("nan")
 WAIT = 120.0  # seconds a wait may take before the run is given up (a dead worker)
 
@@ -79,10 +86,24 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def redis_cpu_seconds(client: aioredis.Redis) -> float:
-    """User + system CPU seconds of the Redis server (``INFO cpu``)."""
-    info = await client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def plain_client(url: str) -> Plain:
+    """A redis-py client for ``url``; a cluster client for a cluster URL."""
+    scheme, _, rest = url.partition("://")
+    cluster_scheme = CLUSTER_SCHEMES.get(scheme.lower())
+    if cluster_scheme is not None:
+        return RedisCluster.from_url(f"{cluster_scheme}://{rest}")
+    return aioredis.Redis.from_url(url)
+
+
+async def redis_cpu_seconds(client: Plain) -> float:
+    """User + system CPU seconds of the Redis server, or of every primary of a cluster
+    (``INFO cpu``)."""
+    if isinstance(client, RedisCluster):
+        per_node = await client.info("cpu", target_nodes=RedisCluster.PRIMARIES)
+        infos = list(per_node.values())
+    else:
+        infos = [await client.info("cpu")]
+    return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in infos)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -97,16 +118,21 @@ async def best_of(repeat: int, run: Callable[[], Awaitable[float]]) -> float:
 # -- raw Redis ------------------------------------------------------------------------
 
 
-async def raw_ping(client: aioredis.Redis, count: int) -> list[float]:
+async def raw_ping(client: Plain, count: int) -> list[float]:
+    if isinstance(client, RedisCluster):  # one node, not every one
+        node = client.get_default_node()
+        ping: Callable[[], Awaitable[object]] = lambda: client.ping(target_nodes=node)  # noqa: E731
+    else:
+        ping = client.ping
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        await client.ping()
+        await ping()
         times.append(time.perf_counter() - started)
     return times
 
 
-async def raw_push_pop(client: aioredis.Redis, key: str, count: int) -> list[float]:
+async def raw_push_pop(client: Plain, key: str, count: int) -> list[float]:
     times = []
     for i in range(count):
         started = time.perf_counter()
@@ -116,7 +142,7 @@ async def raw_push_pop(client: aioredis.Redis, key: str, count: int) -> list[flo
     return times
 
 
-async def raw_pipelined(client: aioredis.Redis, key: str, items: int, width: int) -> float:
+async def raw_pipelined(client: Plain, key: str, items: int, width: int) -> float:
     started = time.perf_counter()
     for _ in range(items // width):
         async with client.pipeline(transaction=False) as pipe:
@@ -131,9 +157,11 @@ async def raw_pipelined(client: aioredis.Redis, key: str, items: int, width: int
 
 
 async def measure_raw(url: str, prefix: str, args: argparse.Namespace) -> list[Row]:
-    client = aioredis.Redis.from_url(url)
+    client = plain_client(url)
     key = f"{prefix}:raw"
     try:
+        if isinstance(client, RedisCluster):
+            await client.initialize()
         pings = await raw_ping(client, args.samples)
         best_ping = await best_of(args.repeat, lambda: _rate(raw_ping(client, args.samples)))
         trips = await raw_push_pop(client, key, args.samples)
@@ -184,7 +212,7 @@ class Bench:
         )
         self.task = self.app.task(name="noop")(noop)
         self.worker: asyncio.subprocess.Process | None = None
-        self.monitor = aioredis.Redis.from_url(url)
+        self.monitor = plain_client(url)
         self.burst_cpu = CpuPerTask()
 
     async def __aenter__(self) -> Bench:

@@ -2,12 +2,11 @@
 
 Every script of the broker and backend touches the keys of one hash slot only (see
 :mod:`flowrra.redis_keys`), so on a cluster each script runs on the primary that owns its
-slot. :class:`ClusterWire` sends them there through redis-py's cluster client, which
-keeps the slot map, follows ``MOVED`` and ``ASK`` redirections, and reconnects and
-retries with back-off when a node is lost or the cluster is failing over. Its calls go out
-on the node's pooled connections, so, unlike a :class:`~flowrra.redis_wire.Wire`, batches
-in flight at the same time may land in any order; the scripts do not depend on it (see
-``docs/redis.md``).
+slot. :class:`ClusterWire` sends it there over a :class:`~flowrra.redis_wire.Wire` of that
+node (one multiplexed connection per node, as on a single server), reading the slot map
+from redis-py's cluster client. What the fast path cannot handle goes through that client,
+which follows ``MOVED`` and ``ASK`` redirections, refreshes its slot map, and reconnects
+and retries with back-off when a node is lost or the cluster is failing over.
 
 Pub/sub is cluster-wide: a message published on any node reaches subscribers on every
 node, so a subscriber connects to one node and moves to the next one when it loses it.
@@ -26,7 +25,10 @@ from flowrra.redis_connection import (
     Client,
     NoScriptError,
     RedisCluster,
+    RedisClusterException,
     RedisConnectionError,
+    RedisTimeoutError,
+    ResponseError,
     safe_url,
 )
 from flowrra.redis_wire import (
@@ -37,48 +39,108 @@ from flowrra.redis_wire import (
     ServerSettings,
     Wire,
     WireSubscription,
+    pack,
 )
 
 __all__ = ["ClusterWire", "open_subscription", "open_wire"]
 
+# error replies after which the cluster client must route the command (its node does not
+# serve the slot now, or the cluster is changing)
+_REROUTE = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+# failures of a node's wire after its own retries: the node may be gone for good
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _rerouted(error: ResponseError) -> bool:
+    return str(error).startswith(_REROUTE)
+
 
 class ClusterWire:
-    """The :class:`~flowrra.redis_wire.CommandWire` calls over a cluster client.
+    """The :class:`~flowrra.redis_wire.CommandWire` calls on a Redis Cluster.
 
-    Each command goes to the primary owning the slot of its first key (``EVALSHA``: of its
-    first key argument). A script the node does not know is loaded on every primary and
-    run again. ``call_blocking`` holds one pooled connection for as long as the command
-    blocks; cancelling it drops that connection, so Redis stops serving the command.
+    A command goes to the primary owning the slot of its first key (``EVALSHA``: of its
+    first key argument) over that node's :class:`~flowrra.redis_wire.Wire`, so commands to
+    one node keep their order as on a single server. A command the node redirects or
+    refuses while the cluster changes, or that cannot reach its node after the wire's own
+    retries, is sent again through the cluster client (which routes it afresh; later
+    commands then go to the slot's new owner). Like a wire's own retries this is
+    at-least-once: a command whose reply was lost may run twice, which the scripts allow.
+    ``call_blocking`` runs on a pooled connection of the cluster client (a blocked command
+    would hold up the node's wire); cancelling it drops that connection.
     """
 
     def __init__(self, client: RedisCluster) -> None:
         self._client = client
+        self._url = safe_url(client)
+        self._wires: dict[str, Wire] = {}
         self._closed = False
 
-    async def call(self, *args: Arg) -> Reply:
-        """Run one command given as arguments on the node owning its key."""
+    def _wire_for(self, key: Arg) -> Wire | None:
+        """The wire of the primary serving ``key``; None while the slot map is unknown."""
+        try:
+            node = self._client.get_node_from_key(key)  # type: ignore[arg-type]
+        except RedisClusterException:
+            return None
+        if node is None:
+            return None
+        wire = self._wires.get(node.name)
+        if wire is None:
+            settings = ServerSettings(node.connection_class, node.connection_kwargs, self._url)
+            wire = self._wires[node.name] = Wire(settings)
+        return wire
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RedisConnectionError("the Redis connection was closed")
+
+    async def call(self, *args: Arg) -> Reply:
+        """Run one command on the node owning its key (``args[1]``)."""
+        self._check_open()
+        wire = self._wire_for(args[1]) if len(args) > 1 else None
+        if wire is not None:
+            try:
+                return await wire.execute(pack(args))
+            except ResponseError as error:
+                if not _rerouted(error):
+                    raise
+            except _UNREACHABLE:
+                self._check_open()
         return await self._client.execute_command(*args)
 
     async def call_blocking(self, seconds: float, *args: Arg) -> Reply:
         """Run a command that blocks in Redis for up to ``seconds`` (less than the socket
         timeout, as on a :class:`~flowrra.redis_wire.Wire`)."""
-        return await self.call(*args)
+        self._check_open()
+        return await self._client.execute_command(*args)
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
-        """Run ``script`` on the node owning ``keys`` (all in one slot)."""
+        """Run ``script`` on the node owning ``keys`` (all in one slot), loading it there
+        first if the node does not know it."""
+        self._check_open()
+        wire = self._wire_for(keys[0])
+        if wire is not None:
+            try:
+                return await wire.evalsha(script, keys, args)
+            except ResponseError as error:
+                if not _rerouted(error):
+                    raise
+            except _UNREACHABLE:
+                self._check_open()
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await self.call(*command)
+            return await self._client.execute_command(*command)
         except NoScriptError:
             pass
         await self._client.script_load(script.source)  # redis-py sends it to every primary
-        return await self.call(*command)
+        return await self._client.execute_command(*command)
 
     async def close(self) -> None:
-        """Refuse later calls (the client's connections close with the client)."""
+        """Close the nodes' wires and refuse later calls (the cluster client's own
+        connections close with the client)."""
         self._closed = True
+        wires, self._wires = list(self._wires.values()), {}
+        for wire in wires:
+            await wire.close()
 
 
 def open_wire(client: Client) -> CommandWire:
@@ -86,7 +148,7 @@ def open_wire(client: Client) -> CommandWire:
     :class:`ClusterWire` for a cluster client."""
     if isinstance(client, RedisCluster):
         return ClusterWire(client)
-    return Wire(client)
+    return Wire(ServerSettings.of_client(client))
 
 
 def open_subscription(

@@ -83,6 +83,7 @@ __all__ = [
     "Coalescer",
     "NoScriptError",
     "RedisCluster",
+    "RedisClusterException",
     "RedisConnectionError",
     "RedisError",
     "RedisTimeoutError",

@@ -251,8 +251,8 @@ async def _open(settings: ServerSettings, on_push: Callable[[Reply], None] | Non
 class Wire:
     """Commands to one Redis server over one multiplexed connection (see module doc)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._settings = ServerSettings.of_client(client)
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._retrying: asyncio.Lock | None = None
