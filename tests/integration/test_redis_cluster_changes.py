@@ -1,7 +1,8 @@
-"""A Redis Cluster node restarted in the middle of a run: nothing is lost, the worker resumes.
+"""A Redis Cluster that changes in the middle of a run: a node restarted, and the queue's
+slot moved to another node while tasks run. Nothing is lost and the worker goes on.
 
-The cluster is this test's own: three primaries with append-only persistence on free
-ports, so restarting one of them disturbs no other test.
+The cluster is each test's own: three primaries with append-only persistence on free
+ports, so restarting one of them or moving slots disturbs no other test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from flowrra import Flowrra, TaskStatus
 from flowrra.backends.redis import RedisBackend
@@ -195,5 +197,86 @@ async def test_a_node_restart_loses_nothing(persistent_cluster: PersistentCluste
     finally:
         await app.close()
     assert stopped_at < TASKS, "every task ran before the node stopped: the test proved nothing"
+    assert [r.status for r in records] == [TaskStatus.SUCCESS] * TASKS
+    assert sorted(set(done)) == list(range(TASKS)), "every task ran"
+
+
+async def move_slot(cluster: PersistentCluster, slot: int, source: int, target: int) -> int:
+    """Move ``slot`` with its keys from the node on port ``source`` to the one on ``target``,
+    the way ``redis-cli --cluster reshard`` does (IMPORTING / MIGRATING, MIGRATE in
+    batches, then the new owner announced to every node); the number of keys moved."""
+    nodes = {port: RedisCluster(host="127.0.0.1", port=port) for port in cluster.ports}
+    try:
+        ids: dict[int, str] = {}
+        for port, client in nodes.items():
+            await client.initialize()
+            node = client.get_node("127.0.0.1", port)
+            ids[port] = (await client.execute_command("CLUSTER MYID", target_nodes=node)).decode()
+        source_node = nodes[source].get_node("127.0.0.1", source)
+        target_node = nodes[target].get_node("127.0.0.1", target)
+        await nodes[target].execute_command(
+            "CLUSTER SETSLOT", slot, "IMPORTING", ids[source], target_nodes=target_node
+        )
+        await nodes[source].execute_command(
+            "CLUSTER SETSLOT", slot, "MIGRATING", ids[target], target_nodes=source_node
+        )
+        moved = 0
+        while True:
+            keys: list[bytes] = await nodes[source].execute_command(
+                "CLUSTER GETKEYSINSLOT", slot, 2, target_nodes=source_node
+            )
+            if not keys:
+                break
+            await nodes[source].execute_command(
+                "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys,
+                target_nodes=source_node,
+            )
+            moved += len(keys)
+            await asyncio.sleep(0.05)  # let the app's commands meet a half-moved slot
+        for port, client in nodes.items():
+            await client.execute_command(
+                "CLUSTER SETSLOT", slot, "NODE", ids[target],
+                target_nodes=client.get_node("127.0.0.1", port),
+            )
+        return moved
+    finally:
+        for client in nodes.values():
+            await client.aclose()
+
+
+async def test_moving_the_queue_slot_to_another_node_loses_nothing(
+    persistent_cluster: PersistentCluster,
+) -> None:
+    url = persistent_cluster.url()
+    app = Flowrra.from_urls(
+        broker=RedisBroker(url, prefix="reshard", lease=3.0),
+        backend=RedisBackend(url, prefix="reshard"),
+    )
+    queue_key = BrokerKeys("reshard").queue("default").messages
+    source = await persistent_cluster.owner(queue_key)
+    target = next(port for port in persistent_cluster.ports if port != source)
+    done: list[int] = []
+    a_third_done = asyncio.Event()
+
+    @app.task(max_retries=0)
+    async def step(n: int) -> int:
+        await asyncio.sleep(0.01)
+        done.append(n)
+        if len(done) >= TASKS // 3:
+            a_third_done.set()
+        return n
+
+    await app.start()
+    try:
+        ids = [await step.submit(n) for n in range(TASKS)]
+        await asyncio.wait_for(a_third_done.wait(), 30)
+        moved = await move_slot(persistent_cluster, key_slot(queue_key.encode()), source, target)
+        moved_at = len(done)
+        records = [await app.wait_for_result(task_id, timeout=60) for task_id in ids]
+    finally:
+        await app.close()
+    assert moved > 0, "no key was moved: the test proved nothing"
+    assert moved_at < TASKS, "every task ran before the slot moved: the test proved nothing"
+    assert await persistent_cluster.owner(queue_key) == target
     assert [r.status for r in records] == [TaskStatus.SUCCESS] * TASKS
     assert sorted(set(done)) == list(range(TASKS)), "every task ran"
