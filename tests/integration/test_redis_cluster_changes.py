@@ -20,11 +20,8 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from flowrra import Flowrra, TaskStatus
-from flowrra.backends.redis import RedisBackend
-from flowrra.brokers.redis import RedisBroker
 from flowrra.redis_keys import BrokerKeys
-from integration.redis_support import cluster_url
+from integration.redis_support import PERSISTENCE_OPTIONS, cluster_url, run_with_interruption
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -91,12 +88,7 @@ class PersistentCluster:
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
+                *PERSISTENCE_OPTIONS,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -168,37 +160,16 @@ def persistent_cluster(tmp_path: Path) -> Iterator[PersistentCluster]:
 
 
 async def test_a_node_restart_loses_nothing(persistent_cluster: PersistentCluster) -> None:
-    url = persistent_cluster.url()
-    app = Flowrra.from_urls(
-        broker=RedisBroker(url, prefix="restart", lease=3.0),
-        backend=RedisBackend(url, prefix="restart"),
-    )
     queue_node = await persistent_cluster.owner(BrokerKeys("restart").queue("default").messages)
-    done: list[int] = []
-    a_third_done = asyncio.Event()
 
-    @app.task(max_retries=0)
-    async def step(n: int) -> int:
-        await asyncio.sleep(0.01)
-        done.append(n)
-        if len(done) >= TASKS // 3:
-            a_third_done.set()
-        return n
-
-    await app.start()
-    try:
-        ids = [await step.submit(n) for n in range(TASKS)]
-        await asyncio.wait_for(a_third_done.wait(), 30)
+    async def restart_the_queue_node() -> None:
         await asyncio.to_thread(persistent_cluster.stop, queue_node)
-        stopped_at = len(done)
         await asyncio.sleep(0.5)
         await asyncio.to_thread(persistent_cluster.start, queue_node)
-        records = [await app.wait_for_result(task_id, timeout=60) for task_id in ids]
-    finally:
-        await app.close()
-    assert stopped_at < TASKS, "every task ran before the node stopped: the test proved nothing"
-    assert [r.status for r in records] == [TaskStatus.SUCCESS] * TASKS
-    assert sorted(set(done)) == list(range(TASKS)), "every task ran"
+
+    url = persistent_cluster.url()
+    ran_before, _ = await run_with_interruption(url, "restart", restart_the_queue_node, TASKS)
+    assert ran_before < TASKS, "every task ran before the node stopped: the test proved nothing"
 
 
 async def move_slot(cluster: PersistentCluster, slot: int, source: int, target: int) -> int:
@@ -247,36 +218,15 @@ async def move_slot(cluster: PersistentCluster, slot: int, source: int, target: 
 async def test_moving_the_queue_slot_to_another_node_loses_nothing(
     persistent_cluster: PersistentCluster,
 ) -> None:
-    url = persistent_cluster.url()
-    app = Flowrra.from_urls(
-        broker=RedisBroker(url, prefix="reshard", lease=3.0),
-        backend=RedisBackend(url, prefix="reshard"),
-    )
     queue_key = BrokerKeys("reshard").queue("default").messages
     source = await persistent_cluster.owner(queue_key)
     target = next(port for port in persistent_cluster.ports if port != source)
-    done: list[int] = []
-    a_third_done = asyncio.Event()
 
-    @app.task(max_retries=0)
-    async def step(n: int) -> int:
-        await asyncio.sleep(0.01)
-        done.append(n)
-        if len(done) >= TASKS // 3:
-            a_third_done.set()
-        return n
+    async def move_the_queue() -> int:
+        return await move_slot(persistent_cluster, key_slot(queue_key.encode()), source, target)
 
-    await app.start()
-    try:
-        ids = [await step.submit(n) for n in range(TASKS)]
-        await asyncio.wait_for(a_third_done.wait(), 30)
-        moved = await move_slot(persistent_cluster, key_slot(queue_key.encode()), source, target)
-        moved_at = len(done)
-        records = [await app.wait_for_result(task_id, timeout=60) for task_id in ids]
-    finally:
-        await app.close()
+    url = persistent_cluster.url()
+    ran_before, moved = await run_with_interruption(url, "reshard", move_the_queue, TASKS)
     assert moved > 0, "no key was moved: the test proved nothing"
-    assert moved_at < TASKS, "every task ran before the slot moved: the test proved nothing"
+    assert ran_before < TASKS, "every task ran before the slot moved: the test proved nothing"
     assert await persistent_cluster.owner(queue_key) == target
-    assert [r.status for r in records] == [TaskStatus.SUCCESS] * TASKS
-    assert sorted(set(done)) == list(range(TASKS)), "every task ran"
