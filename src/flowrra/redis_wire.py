@@ -144,6 +144,12 @@ class _Protocol(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def usable(self) -> bool:
+        """True while commands can be sent (not closed, and not closing: an aborted
+        transport reports its loss only on the next pass of the loop)."""
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and not self.closed.done()
+
     def send(self, payload: bytes) -> asyncio.Future[Reply]:
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -227,6 +233,8 @@ class CommandWire(Protocol):
 
 
 async def _open(settings: ServerSettings, on_push: Callable[[Reply], None] | None) -> _Protocol:
+    """A new connection, logged in (AUTH, SELECT), within ``settings.timeout``; a connection
+    whose login fails or times out is dropped, never left open."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(settings.timeout):
         if settings.path:
@@ -237,44 +245,66 @@ async def _open(settings: ServerSettings, on_push: Callable[[Reply], None] | Non
             _, protocol = await loop.create_connection(
                 lambda: _Protocol(on_push), settings.host, settings.port, ssl=settings.ssl
             )
-        for command in settings.login():
-            reply = await protocol.send(pack(command))
-            if isinstance(reply, hiredis.ReplyError):
-                protocol.abort()
-                raise BackendError(
-                    f"Redis at {settings.url} refused the connection setup "
-                    f"({command[0]!s}): {str(reply).split(' ', 1)[0]}"
-                )
+        try:
+            for command in settings.login():
+                reply = await protocol.send(pack(command))
+                if isinstance(reply, hiredis.ReplyError):
+                    raise BackendError(
+                        f"Redis at {settings.url} refused the connection setup "
+                        f"({command[0]!s}): {str(reply).split(' ', 1)[0]}"
+                    )
+        except BaseException:
+            protocol.abort()
+            raise
     return protocol
 
 
 class Wire:
     """Commands to one Redis server over one multiplexed connection (see module doc)."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, retries: int = RETRIES) -> None:
         self._settings = settings
+        self._retries = retries
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._retrying: asyncio.Lock | None = None
+        self._connects = 0  # connection attempts so far
+        self._connect_error: str | None = None  # why the last attempt failed
         self._closed = False
 
-    async def _connection(self) -> _Protocol:
+    async def _connection(self, attempts_seen: int | None = None) -> _Protocol:
+        """The open connection, or a new one. A caller that waited while another caller's
+        attempt failed (an attempt after ``attempts_seen``, by default the count when it
+        started waiting) gets that failure at once instead of queueing a timeout of its own."""
         protocol = self._protocol
-        if protocol is not None and not protocol.closed.done():
+        if protocol is not None and protocol.usable():
             return protocol
         if self._closed:
             raise RedisConnectionError("the Redis connection was closed")
         if self._connecting is None:
             self._connecting = asyncio.Lock()
+        if attempts_seen is None:
+            attempts_seen = self._connects
         async with self._connecting:
             protocol = self._protocol
-            if protocol is None or protocol.closed.done():
-                protocol = self._protocol = await _open(self._settings, None)
+            if protocol is not None and protocol.usable():
+                return protocol
+            if self._connects != attempts_seen and self._connect_error is not None:
+                raise RedisConnectionError(self._connect_error)
+            self._connects += 1
+            try:
+                protocol = await _open(self._settings, None)
+            except (OSError, TimeoutError, RedisConnectionError) as error:
+                reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                self._connect_error = f"cannot connect to Redis at {self._settings.url} ({reason})"
+                raise RedisConnectionError(self._connect_error) from None
+            self._connect_error = None
+            self._protocol = protocol
             return protocol
 
     async def _once(self, payload: bytes, blocks: float) -> Reply:
         protocol = self._protocol
-        if protocol is None or protocol.closed.done():
+        if protocol is None or not protocol.usable():
             protocol = await self._connection()
         return await self._reply(protocol, protocol.send(payload), blocks)
 
@@ -287,11 +317,12 @@ class Wire:
         """
         if self._retrying is None:
             self._retrying = asyncio.Lock()
+        attempts_seen = self._connects
         async with self._retrying:
             protocol = self._protocol
-            if protocol is None or protocol.closed.done():
+            if protocol is None or not protocol.usable():
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                protocol = await self._connection()
+                protocol = await self._connection(attempts_seen)
             future = protocol.send(payload)
         return await self._reply(protocol, future, blocks)
 
@@ -316,7 +347,8 @@ class Wire:
         A Redis error reply raises :class:`redis.exceptions.ResponseError`.
         """
         delay = 0.05
-        for attempt in range(RETRIES + 1):
+        retries = self._retries
+        for attempt in range(retries + 1):
             try:
                 if attempt == 0:
                     reply = await self._once(payload, blocks)
@@ -325,7 +357,7 @@ class Wire:
                 if isinstance(reply, hiredis.ReplyError):
                     raise _reply_error(str(reply))
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                if attempt == RETRIES or self._closed:
+                if attempt == retries or self._closed:
                     raise
                 if isinstance(error, BusyLoadingError):  # the connection is fine: wait here
                     await asyncio.sleep(delay * (0.5 + random.random()))
