@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
 from flowrra.redis_connection import close_client, connect
 from flowrra.redis_wire import ServerSettings, Wire
@@ -18,6 +19,7 @@ async def test_commands_that_time_out_are_sent_again_until_redis_answers() -> No
     """``CLIENT PAUSE`` holds every reply for 1 s; with a 0.3 s timeout each command times
     out, reconnects after a back-off and is sent again until Redis answers."""
     client = connect(redis_url(), socket_timeout=0.3)
+    assert isinstance(client, aioredis.Redis)
     wire = Wire(ServerSettings.of_client(client))
     pauser = connect(redis_url())
     try:
