@@ -17,18 +17,22 @@ node, so a subscriber connects to one node and moves to the next one when it los
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import count
 
 from flowrra.redis_connection import (
+    RETRIES,
     Client,
+    ClusterError,
     NoScriptError,
     RedisCluster,
     RedisClusterException,
     RedisConnectionError,
     RedisTimeoutError,
     ResponseError,
+    TryAgainError,
     safe_url,
 )
 from flowrra.redis_wire import (
@@ -47,8 +51,10 @@ __all__ = ["ClusterWire", "open_subscription", "open_wire"]
 # error replies after which the cluster client must route the command (its node does not
 # serve the slot now, or the cluster is changing)
 _REROUTE = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
-# failures of a node's wire after its own retries: the node may be gone for good
+# failures of a node's wire: the node may be gone for good, let the cluster client find out
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# what the cluster client raises while a slot is being moved or the cluster is failing over
+_CHANGING = (TryAgainError, ClusterError)
 
 
 def _rerouted(error: ResponseError) -> bool:
@@ -61,18 +67,24 @@ class ClusterWire:
     A command goes to the primary owning the slot of its first key (``EVALSHA``: of its
     first key argument) over that node's :class:`~flowrra.redis_wire.Wire`, so commands to
     one node keep their order as on a single server. A command the node redirects or
-    refuses while the cluster changes, or that cannot reach its node after the wire's own
-    retries, is sent again through the cluster client (which routes it afresh; later
-    commands then go to the slot's new owner). Like a wire's own retries this is
-    at-least-once: a command whose reply was lost may run twice, which the scripts allow.
-    ``call_blocking`` runs on a pooled connection of the cluster client (a blocked command
-    would hold up the node's wire); cancelling it drops that connection.
+    refuses while the cluster changes, or that fails to reach its node, is sent again at
+    once through the cluster client (which follows redirections and, for a lost node,
+    reloads the slot map and retries with back-off); later commands then go to the slot's
+    new owner. While a slot is being moved (``TRYAGAIN``) or the cluster is failing over
+    (``CLUSTERDOWN``), the command is tried again with a capped, jittered back-off for up
+    to ``socket_timeout * RETRIES`` seconds (:data:`~flowrra.redis_connection.RETRIES`) before the
+    error is raised. Like a wire's own retries this is at-least-once: a command whose reply
+    was lost may run twice, which the scripts allow. ``call_blocking`` runs on a pooled
+    connection of the cluster client (a blocked command would hold up the node's wire);
+    cancelling it drops that connection.
     """
 
     def __init__(self, client: RedisCluster) -> None:
         self._client = client
         self._url = safe_url(client)
         self._wires: dict[str, Wire] = {}
+        timeout = client.get_connection_kwargs().get("socket_timeout") or 5.0
+        self._patience = float(timeout) * RETRIES
         self._closed = False
 
     def _wire_for(self, key: Arg) -> Wire | None:
@@ -86,53 +98,73 @@ class ClusterWire:
         wire = self._wires.get(node.name)
         if wire is None:
             settings = ServerSettings(node.connection_class, node.connection_kwargs, self._url)
-            wire = self._wires[node.name] = Wire(settings)
+            # no retries of its own: a node that fails is the cluster client's to handle
+            wire = self._wires[node.name] = Wire(settings, retries=0)
         return wire
 
     def _check_open(self) -> None:
         if self._closed:
             raise RedisConnectionError("the Redis connection was closed")
 
+    async def _send(
+        self,
+        key: Arg,
+        on_wire: Callable[[Wire], Awaitable[Reply]],
+        on_client: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
+        """Run a command on the wire of ``key``'s node, else through the cluster client;
+        wait out a slot move or a failover (see the class doc)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._patience
+        delay = 0.05
+        while True:
+            self._check_open()
+            try:
+                wire = self._wire_for(key)
+                if wire is not None:
+                    try:
+                        return await on_wire(wire)
+                    except ResponseError as error:
+                        if not _rerouted(error):
+                            raise
+                    except _UNREACHABLE:
+                        self._check_open()
+                return await on_client()
+            except _CHANGING:
+                if loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
     async def call(self, *args: Arg) -> Reply:
         """Run one command on the node owning its key (``args[1]``)."""
-        self._check_open()
-        wire = self._wire_for(args[1]) if len(args) > 1 else None
-        if wire is not None:
-            try:
-                return await wire.execute(pack(args))
-            except ResponseError as error:
-                if not _rerouted(error):
-                    raise
-            except _UNREACHABLE:
-                self._check_open()
-        return await self._client.execute_command(*args)
+        payload = pack(args)
+
+        async def on_client() -> Reply:
+            return await self._client.execute_command(*args)
+
+        return await self._send(args[1], lambda wire: wire.execute(payload), on_client)
 
     async def call_blocking(self, seconds: float, *args: Arg) -> Reply:
         """Run a command that blocks in Redis for up to ``seconds`` (less than the socket
-        timeout, as on a :class:`~flowrra.redis_wire.Wire`)."""
+        timeout: the cluster client's reply timeout does not include it)."""
         self._check_open()
         return await self._client.execute_command(*args)
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
         """Run ``script`` on the node owning ``keys`` (all in one slot), loading it there
         first if the node does not know it."""
-        self._check_open()
-        wire = self._wire_for(keys[0])
-        if wire is not None:
-            try:
-                return await wire.evalsha(script, keys, args)
-            except ResponseError as error:
-                if not _rerouted(error):
-                    raise
-            except _UNREACHABLE:
-                self._check_open()
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
+
+        async def on_client() -> Reply:
+            try:
+                return await self._client.execute_command(*command)
+            except NoScriptError:
+                pass
+            await self._client.script_load(script.source)  # redis-py sends it to every primary
             return await self._client.execute_command(*command)
-        except NoScriptError:
-            pass
-        await self._client.script_load(script.source)  # redis-py sends it to every primary
-        return await self._client.execute_command(*command)
+
+        return await self._send(keys[0], lambda wire: wire.evalsha(script, keys, args), on_client)
 
     async def close(self) -> None:
         """Close the nodes' wires and refuse later calls (the cluster client's own

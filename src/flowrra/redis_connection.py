@@ -40,10 +40,12 @@ try:
     from redis.exceptions import (
         AuthenticationError,
         AuthorizationError,
+        ClusterError,
         NoScriptError,
         RedisClusterException,
         RedisError,
         ResponseError,
+        TryAgainError,
     )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -69,6 +71,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     RedisTimeoutError,
     OSError,
     RedisClusterException,  # what redis-py raises when no cluster node can be reached
+    ClusterError,  # a cluster that is down or failing over (CLUSTERDOWN, retries exhausted)
+    TryAgainError,  # a slot being moved between nodes
 )
 REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RedisError)
 
@@ -80,6 +84,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "AuthenticationError",
     "Client",
+    "ClusterError",
     "Coalescer",
     "NoScriptError",
     "RedisCluster",
@@ -90,6 +95,7 @@ __all__ = [
     "ResponseError",
     "Signal",
     "Supervisor",
+    "TryAgainError",
     "check_connection",
     "connect",
     "describe_error",
@@ -204,14 +210,16 @@ async def _ping_once(client: Client) -> None:
     """PING on a fresh connection that is not retried (so bad credentials fail at once).
 
     A cluster client reads the cluster's layout from the node its URL names instead (a
-    refused login fails it the same way), then pings every primary.
+    refused login fails it the same way), then pings one node.
     """
     if isinstance(client, RedisCluster):
         try:
             await client.initialize()
         except RedisClusterException as error:
-            if "password" in str(error) or "NOAUTH" in str(error):
-                raise AuthenticationError(str(error)) from None
+            cause = error.__cause__ or error.__context__
+            refused = isinstance(cause, AuthenticationError | AuthorizationError)
+            if refused or "NOAUTH" in str(error) or "WRONGPASS" in str(error):
+                raise AuthenticationError("the cluster refused the credentials") from None
             raise
         await client.ping()
         return

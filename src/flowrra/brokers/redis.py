@@ -89,6 +89,14 @@ _Op = tuple[str, str, str, str, str, str]
 _Entry = tuple[str, bytes, str, int]
 
 
+def _popped(wait: asyncio.Task[Any]) -> bool:
+    """True when the BLPOP ``wait`` has ended with a token."""
+    return (
+        wait.done() and not wait.cancelled() and wait.exception() is None
+        and wait.result() is not None
+    )
+
+
 class RedisBroker(QueueBroker):
     """A :class:`QueueBroker` in Redis (at-least-once, shared by any number of processes).
 
@@ -441,6 +449,8 @@ class RedisBroker(QueueBroker):
         of its own; the first token wakes the claimer and the other waits are dropped.
         """
         seconds = max(1.0, self._socket_timeout - 1.0)
+        if is_cluster(self._client):  # redis-py's reply timeout there does not include it
+            seconds = min(seconds, 0.8 * self._socket_timeout)
         groups = [
             [self._queue(queue).notify(executor) for executor in executors]
             for queue, executors in claimer.groups
@@ -465,27 +475,34 @@ class RedisBroker(QueueBroker):
     async def _first_token(self, owner: str, groups: list[list[str]], seconds: float) -> Any:
         """One BLPOP per slot at once; the first token popped (None if none came).
 
-        The other BLPOPs are cancelled, which drops their connections; a token one of them
-        popped in that instant is lost, which only delays the claimer it was meant for by
-        one wait at most (claimers re-check every lane after each wait).
+        Once a token arrives the other BLPOPs are cancelled, which drops their connections;
+        any other token popped meanwhile is pushed back for other claimers. A BLPOP that
+        fails counts as no token while another one still waits; if all fail, the first
+        error is raised. A token popped by a cancelled BLPOP in the instant of its
+        cancellation is lost, which only delays the claimer it was meant for by one wait at
+        most (claimers re-check every lane after each wait).
         """
         loop = asyncio.get_running_loop()
         waits = [loop.create_task(self._wait_for_token(owner, keys, seconds)) for keys in groups]
         for wait in waits:  # close() ends any left behind by a cancellation of this cleanup
             self._slot_waits.add(wait)
             wait.add_done_callback(self._slot_waits.discard)
+        pending: set[asyncio.Task[Any]] = set(waits)
         try:
-            pending: set[asyncio.Future[Any]] = set(waits)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                tokens = [popped for wait in done if (popped := wait.result()) is not None]
-                if tokens:
-                    for key, token in tokens[1:]:  # popped together: not ours to keep
-                        await self._wire.call("RPUSH", key, token)
-                    return tokens[0]
-            return None
+            while pending and not any(_popped(wait) for wait in waits):
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_until_done([wait for wait in waits if not wait.done()])
+            await cancel_until_done(pending)
+        outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        tokens = [o for o in outcomes if o is not None and not isinstance(o, BaseException)]
+        for key, token in tokens[1:]:  # popped too: another claimer's
+            await self._wire.call("RPUSH", key, token)
+        if tokens:
+            return tokens[0]
+        errors = [o for o in outcomes if isinstance(o, Exception)]
+        if len(errors) == len(waits):
+            raise errors[0]
+        return None
 
     async def _claim_batch(self, claimer: Claimer, want: int) -> tuple[list[Delivery], bool]:
         """Claim up to ``want`` deliveries; also True when the lanes ran out before that.
