@@ -15,12 +15,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from flowrra.brokers.redis import RedisBroker
 from flowrra.redis_keys import BrokerKeys
+from flowrra.task import Task
 from integration.redis_support import PERSISTENCE_OPTIONS, cluster_url, run_with_interruption
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -172,47 +175,112 @@ async def test_a_node_restart_loses_nothing(persistent_cluster: PersistentCluste
     assert ran_before < TASKS, "every task ran before the node stopped: the test proved nothing"
 
 
-async def move_slot(cluster: PersistentCluster, slot: int, source: int, target: int) -> int:
-    """Move ``slot`` with its keys from the node on port ``source`` to the one on ``target``,
-    the way ``redis-cli --cluster reshard`` does (IMPORTING / MIGRATING, MIGRATE in
-    batches, then the new owner announced to every node); the number of keys moved."""
-    nodes = {port: RedisCluster(host="127.0.0.1", port=port) for port in cluster.ports}
-    try:
-        ids: dict[int, str] = {}
-        for port, client in nodes.items():
+class SlotMove:
+    """Moves one slot with its keys from one node to another, in the steps ``redis-cli
+    --cluster reshard`` takes: :meth:`begin` (IMPORTING / MIGRATING), :meth:`migrate`
+    (MIGRATE in small batches), :meth:`end` (the new owner announced to every node)."""
+
+    def __init__(self, cluster: PersistentCluster, slot: int, source: int, target: int) -> None:
+        self.cluster, self.slot, self.source, self.target = cluster, slot, source, target
+        self.nodes = {port: RedisCluster(host="127.0.0.1", port=port) for port in cluster.ports}
+        self.ids: dict[int, str] = {}
+
+    async def on(self, port: int, *command: str | int | bytes) -> Any:
+        """Run ``command`` on the node on ``port``."""
+        client = self.nodes[port]
+        return await client.execute_command(
+            *command, target_nodes=client.get_node("127.0.0.1", port)
+        )
+
+    async def begin(self) -> None:
+        for port, client in self.nodes.items():
             await client.initialize()
-            node = client.get_node("127.0.0.1", port)
-            ids[port] = (await client.execute_command("CLUSTER MYID", target_nodes=node)).decode()
-        source_node = nodes[source].get_node("127.0.0.1", source)
-        target_node = nodes[target].get_node("127.0.0.1", target)
-        await nodes[target].execute_command(
-            "CLUSTER SETSLOT", slot, "IMPORTING", ids[source], target_nodes=target_node
-        )
-        await nodes[source].execute_command(
-            "CLUSTER SETSLOT", slot, "MIGRATING", ids[target], target_nodes=source_node
-        )
+            self.ids[port] = (await self.on(port, "CLUSTER MYID")).decode()
+        source, target = self.source, self.target
+        await self.on(target, "CLUSTER SETSLOT", self.slot, "IMPORTING", self.ids[source])
+        await self.on(source, "CLUSTER SETSLOT", self.slot, "MIGRATING", self.ids[target])
+
+    async def migrate(self, pause: float = 0.0) -> int:
+        """Move every key of the slot, two at a time, ``pause`` seconds apart; how many."""
         moved = 0
-        while True:
-            keys: list[bytes] = await nodes[source].execute_command(
-                "CLUSTER GETKEYSINSLOT", slot, 2, target_nodes=source_node
-            )
-            if not keys:
-                break
-            await nodes[source].execute_command(
-                "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys,
-                target_nodes=source_node,
+        while keys := await self.on(self.source, "CLUSTER GETKEYSINSLOT", self.slot, 2):
+            await self.on(
+                self.source, "MIGRATE", "127.0.0.1", self.target, "", 0, 5000, "KEYS", *keys
             )
             moved += len(keys)
-            await asyncio.sleep(0.05)  # let the app's commands meet a half-moved slot
-        for port, client in nodes.items():
-            await client.execute_command(
-                "CLUSTER SETSLOT", slot, "NODE", ids[target],
-                target_nodes=client.get_node("127.0.0.1", port),
-            )
+            await asyncio.sleep(pause)
         return moved
-    finally:
-        for client in nodes.values():
+
+    async def end(self) -> None:
+        for port in self.nodes:
+            await self.on(port, "CLUSTER SETSLOT", self.slot, "NODE", self.ids[self.target])
+
+    async def close(self) -> None:
+        for client in self.nodes.values():
             await client.aclose()
+
+
+async def queue_move(cluster: PersistentCluster, prefix: str) -> SlotMove:
+    """A :class:`SlotMove` of the slot of queue ``default`` of ``prefix`` to another node."""
+    queue_key = BrokerKeys(prefix).queue("default").messages
+    source = await cluster.owner(queue_key)
+    target = next(port for port in cluster.ports if port != source)
+    return SlotMove(cluster, key_slot(queue_key.encode()), source, target)
+
+
+def job(task_id: str) -> Task:
+    return Task(id=task_id, name="job", args=(), kwargs={})
+
+
+async def test_a_script_follows_its_slot_to_the_new_node(
+    persistent_cluster: PersistentCluster,
+) -> None:
+    """The broker's slot map is stale after the move: its next script meets MOVED on the
+    old node and is sent on to the new one."""
+    broker = RedisBroker(persistent_cluster.url(), prefix="moved")
+    move = await queue_move(persistent_cluster, "moved")
+    try:
+        assert await broker.enqueue(job("before"))
+        await move.begin()
+        assert await move.migrate() > 0
+        await move.end()
+        assert await broker.enqueue(job("after"))
+        counts = await broker.counts()
+        claimed = [await broker.claim(["default:io"]) for _ in range(2)]
+    finally:
+        await move.close()
+        await broker.close()
+    assert counts.ready == 2
+    assert sorted(delivery.task.id for delivery in claimed) == ["after", "before"]
+    assert await persistent_cluster.owner(BrokerKeys("moved").queue("default").messages) == (
+        move.target
+    )
+
+
+async def test_a_script_waits_while_its_slot_is_half_moved(
+    persistent_cluster: PersistentCluster,
+) -> None:
+    """While the queue's keys are split between two nodes its scripts get TRYAGAIN (or ASK,
+    then TRYAGAIN on the new node); an enqueue waits until the move ends, then lands."""
+    broker = RedisBroker(persistent_cluster.url(), prefix="halfway")
+    move = await queue_move(persistent_cluster, "halfway")
+    try:
+        for n in range(4):
+            assert await broker.enqueue(job(f"early-{n}"))
+        await move.begin()
+        keys = await move.on(move.source, "CLUSTER GETKEYSINSLOT", move.slot, 1)
+        await move.on(move.source, "MIGRATE", "127.0.0.1", move.target, "", 0, 5000, "KEYS", *keys)
+        late = asyncio.ensure_future(broker.enqueue(job("late")))
+        await asyncio.sleep(1.5)  # longer than redis-py's own TRYAGAIN retries last
+        assert not late.done(), "the enqueue ran on a half-moved slot"
+        await move.migrate()
+        await move.end()
+        assert await asyncio.wait_for(late, 10)
+        counts = await broker.counts()
+    finally:
+        await move.close()
+        await broker.close()
+    assert counts.ready == 5
 
 
 async def test_moving_the_queue_slot_to_another_node_loses_nothing(
@@ -223,7 +291,14 @@ async def test_moving_the_queue_slot_to_another_node_loses_nothing(
     target = next(port for port in persistent_cluster.ports if port != source)
 
     async def move_the_queue() -> int:
-        return await move_slot(persistent_cluster, key_slot(queue_key.encode()), source, target)
+        move = SlotMove(persistent_cluster, key_slot(queue_key.encode()), source, target)
+        try:
+            await move.begin()
+            moved = await move.migrate(pause=0.05)  # the app's commands meet a half-moved slot
+            await move.end()
+        finally:
+            await move.close()
+        return moved
 
     url = persistent_cluster.url()
     ran_before, moved = await run_with_interruption(url, "reshard", move_the_queue, TASKS)
