@@ -9,7 +9,8 @@ which follows ``MOVED`` and ``ASK`` redirections, refreshes its slot map, and re
 and retries with back-off when a node is lost or the cluster is failing over.
 
 Pub/sub is cluster-wide: a message published on any node reaches subscribers on every
-node, so a subscriber connects to one node and moves to the next one when it loses it.
+node. A subscriber connects to the node serving its channel's slot (where the backend's
+scripts publish) and tries another node when it loses that one.
 
 :func:`open_wire` and :func:`open_subscription` pick the right kind for a client built by
 :func:`~flowrra.redis_connection.connect`.
@@ -189,27 +190,37 @@ def open_subscription(
     handler: Callable[[bytes], None],
     on_subscribed: Callable[[], None],
 ) -> WireSubscription:
-    """A subscriber to ``channel`` on the server of ``client``; on a cluster, on one node at
-    a time (a random one first, so the processes' subscriptions spread over the nodes), the
-    next one in turn at each resubscription."""
+    """A subscriber to ``channel`` on the server of ``client``.
+
+    On a cluster, on the primary serving the slot of the channel's name: the result
+    backend's channels carry its records' hash tag, so its messages are published on the
+    node the subscriber listens on and never depend on the cluster bus. When a subscription
+    is lost the next one tries another node, the one after that the slot's owner again
+    (the slot map may have changed meanwhile)."""
+    url = safe_url(client)
     if not isinstance(client, RedisCluster):
         settings = ServerSettings.of_client(client)
-        return WireSubscription(lambda: settings, settings.url, channel, handler, on_subscribed)
-    url = safe_url(client)
-    return WireSubscription(_node_in_turn(client), url, channel, handler, on_subscribed)
+        return WireSubscription(lambda: settings, url, channel, handler, on_subscribed)
+    return WireSubscription(_owner_first(client, channel), url, channel, handler, on_subscribed)
 
 
-def _node_in_turn(client: RedisCluster) -> Callable[[], ServerSettings]:
-    """Settings of the cluster's nodes, one after another (the client must be initialised:
-    the broker and backend check their connection before they subscribe)."""
-    turn = count(random.randrange(1 << 16))
+def _owner_first(client: RedisCluster, channel: str) -> Callable[[], ServerSettings]:
+    """Settings of the node serving ``channel``'s slot, and of the other nodes in turn on
+    every second call (the client must be initialised: the broker and backend check their
+    connection before they subscribe)."""
+    turn = count()
     url = safe_url(client)
 
     def next_node() -> ServerSettings:
-        nodes = client.get_nodes()
-        if not nodes:
+        number = next(turn)
+        try:
+            owner = client.get_node_from_key(channel)
+        except RedisClusterException:
+            owner = None
+        others = [node for node in client.get_nodes() if owner is None or node.name != owner.name]
+        node = owner if number % 2 == 0 or not others else others[(number // 2) % len(others)]
+        if node is None:
             raise RedisConnectionError("the Redis Cluster client knows no node yet")
-        node = nodes[next(turn) % len(nodes)]
         return ServerSettings(node.connection_class, node.connection_kwargs, url)
 
     return next_node

@@ -141,12 +141,13 @@ async def test_a_waiter_subscribed_on_another_node_is_woken(cluster: RedisCluste
         first = asyncio.ensure_future(waiter.wait_for("x", 5))
         await asyncio.sleep(0.1)
         where = await subscribers_by_node(cluster, keys.done)
-        if where[records_node.name]:
-            await move_subscriptions_off(cluster, records_node)
-            moved = await wait_until_async(
-                lambda: subscribers_by_node(cluster, keys.done), records_node.name
-            )
-            assert moved, "the waiter did not resubscribe on another node"
+        assert where[records_node.name] == 1, f"not subscribed on the records' node: {where}"
+        # lose that subscription: the waiter resubscribes on another node
+        await move_subscriptions_off(cluster, records_node)
+        moved = await wait_until_async(
+            lambda: subscribers_by_node(cluster, keys.done), records_node.name
+        )
+        assert moved, "the waiter did not resubscribe on another node"
         assert not first.done()
         await writer.store("x", TaskResult("x", TaskStatus.SUCCESS, "job", result=7))
         assert (await asyncio.wait_for(first, 3)).result == 7
