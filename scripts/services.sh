@@ -38,7 +38,16 @@ start_redis_cluster() {
       --dir "/var/lib/redis-cluster/$port" --logfile "/var/log/redis/cluster-$port.log" || return 1
   done
   for port in "${CLUSTER_PORTS[@]}"; do wait_for "Redis Cluster node" "$port" || return 1; done
-  cluster_ok && return 0
+  # nodes restarted with their saved configuration rejoin on their own: give them time
+  if [ "$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster info 2>/dev/null \
+      | grep -o 'cluster_known_nodes:[0-9]*' | cut -d: -f2)" != "1" ]; then
+    for _ in $(seq 1 60); do
+      cluster_ok && return 0
+      sleep 0.5
+    done
+    echo "services: the Redis Cluster on 127.0.0.1:7001-7003 did not recover" >&2
+    return 1
+  fi
   redis-cli --cluster create "${CLUSTER_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 \
     --cluster-yes >/dev/null || { echo "services: could not form the Redis Cluster" >&2; return 1; }
   for _ in $(seq 1 60); do
@@ -49,8 +58,17 @@ start_redis_cluster() {
   return 1
 }
 
-cluster_ok() {
-  redis-cli -p "${CLUSTER_PORTS[0]}" cluster info 2>/dev/null | grep -q "cluster_state:ok"
+cluster_ok() {  # every node sees the cluster in state ok
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    redis-cli -p "$port" cluster info 2>/dev/null | grep -q "cluster_state:ok" || return 1
+  done
+}
+
+cluster_up() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do answers "$port" || return 1; done
+  cluster_ok
 }
 
 start_postgresql() {
@@ -74,7 +92,7 @@ install_chromium() {
 status=0
 command -v chromium >/dev/null || install_chromium || status=1
 answers 6379 || start_redis || status=1
-cluster_ok || start_redis_cluster || status=1
+cluster_up || start_redis_cluster || status=1
 answers 5432 || start_postgresql || status=1
 answers 3306 || start_mariadb || status=1
 wait_for Redis 6379 || status=1
