@@ -82,7 +82,7 @@ logger = logging.getLogger("flowrra.brokers.redis")
 
 MAX_PRIORITY = 1000
 _BATCH = 1000  # items per script call
-_ROOM_SAFETY = 5.0  # s: a producer waiting for room re-checks this often if events are lost
+_ROOM_SAFETY = 5.0  # s: waits for room or idleness re-check this often if events are lost
 # a settlement: op, task id, token, and three op-specific arguments (see _lua.SETTLE)
 _Op = tuple[str, str, str, str, str, str]
 # an enqueue: task id, message, "<executor>|<priority>", eta in ms (0: now)
@@ -789,14 +789,16 @@ class RedisBroker(QueueBroker):
     async def wait_idle(self) -> None:
         """Return once no queue of this prefix has a waiting, delayed or in-flight task.
 
-        Woken by the ``idle`` event the scripts publish when a queue empties; nothing polls.
+        Woken by the ``idle`` event the scripts publish when a queue empties; the counts are
+        also read again every 5 s in case an event was lost (on a cluster, events cross
+        the cluster bus).
         """
         await self._start()
         while True:
             mark = self._idle.mark()
             if not (await self.counts()).busy:
                 return
-            await self._idle.wait(mark)
+            await self._idle.wait(mark, _ROOM_SAFETY)
 
     async def purge(self) -> None:
         """Delete every key of this prefix's queues (tests and resets; not atomic)."""
