@@ -73,11 +73,10 @@ class ClusterWire:
     reloads the slot map and retries with back-off); later commands then go to the slot's
     new owner. While a slot is being moved (``TRYAGAIN``) or the cluster is failing over
     (``CLUSTERDOWN``), the command is tried again with a capped, jittered back-off for up
-    to ``socket_timeout * RETRIES`` seconds (:data:`~flowrra.redis_connection.RETRIES`) before the
-    error is raised. Like a wire's own retries this is at-least-once: a command whose reply
-    was lost may run twice, which the scripts allow. ``call_blocking`` runs on a pooled
-    connection of the cluster client (a blocked command would hold up the node's wire);
-    cancelling it drops that connection.
+    to ``socket_timeout * RETRIES`` seconds (see :data:`~flowrra.redis_connection.RETRIES`)
+    before the error is raised. Like a wire's own retries this is at-least-once: a command
+    whose reply was lost may run twice, which the scripts allow. Blocking commands need a
+    ClusterWire of their own (see :meth:`call_blocking`).
     """
 
     def __init__(self, client: RedisCluster) -> None:
@@ -147,10 +146,20 @@ class ClusterWire:
         return await self._send(args[1], lambda wire: wire.execute(payload), on_client)
 
     async def call_blocking(self, seconds: float, *args: Arg) -> Reply:
-        """Run a command that blocks in Redis for up to ``seconds`` (less than the socket
-        timeout: the cluster client's reply timeout does not include it)."""
-        self._check_open()
-        return await self._client.execute_command(*args)
+        """Run a command that blocks in Redis for up to ``seconds`` (``BLPOP``) on the node
+        owning its first key. Use a ClusterWire of its own for it, as for a
+        :class:`~flowrra.redis_wire.Wire`: the commands behind a blocked one wait for it.
+        Cancelling it drops the connection it blocks on. Through the cluster client (after
+        a redirection) the reply timeout does not include ``seconds``: keep it below the
+        socket timeout."""
+        payload = pack(args)
+
+        async def on_client() -> Reply:
+            return await self._client.execute_command(*args)
+
+        return await self._send(
+            args[1], lambda wire: wire.execute_blocking(payload, seconds), on_client
+        )
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
         """Run ``script`` on the node owning ``keys`` (all in one slot), loading it there

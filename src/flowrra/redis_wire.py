@@ -378,8 +378,12 @@ class Wire:
         caller is cancelled while the command blocks, the connection is dropped, so Redis
         stops serving the abandoned command (the next call reconnects).
         """
+        return await self.execute_blocking(pack(args), seconds)
+
+    async def execute_blocking(self, payload: bytes, seconds: float) -> Reply:
+        """:meth:`call_blocking` of a packed command."""
         try:
-            return await self.execute(pack(args), seconds)
+            return await self.execute(payload, seconds)
         except asyncio.CancelledError:
             if self._protocol is not None:
                 self._protocol.abort()
