@@ -137,12 +137,16 @@ class ClusterWire:
             delay = min(delay * 2, 1.0)
 
     async def call(self, *args: Arg) -> Reply:
-        """Run one command on the node owning its key (``args[1]``)."""
-        payload = pack(args)
+        """Run one command on the node owning its key (``args[1]``); a command without a key
+        goes where the cluster client sends it."""
 
         async def on_client() -> Reply:
             return await self._client.execute_command(*args)
 
+        if len(args) < 2:
+            self._check_open()
+            return await on_client()
+        payload = pack(args)
         return await self._send(args[1], lambda wire: wire.execute(payload), on_client)
 
     async def call_blocking(self, seconds: float, *args: Arg) -> Reply:
@@ -227,8 +231,11 @@ def _owner_first(client: RedisCluster, channel: str) -> Callable[[], ServerSetti
         except RedisClusterException:
             owner = None
         others = [node for node in client.get_nodes() if owner is None or node.name != owner.name]
-        node = owner if number % 2 == 0 or not others else others[(number // 2) % len(others)]
-        if node is None:
+        if owner is not None and (number % 2 == 0 or not others):
+            node = owner
+        elif others:
+            node = others[(number // 2) % len(others)]
+        else:
             raise RedisConnectionError("the Redis Cluster client knows no node yet")
         return ServerSettings(node.connection_class, node.connection_kwargs, url)
 

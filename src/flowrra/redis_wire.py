@@ -272,10 +272,9 @@ class Wire:
         self._connect_error: str | None = None  # why the last attempt failed
         self._closed = False
 
-    async def _connection(self, attempts_seen: int | None = None) -> _Protocol:
+    async def _connection(self) -> _Protocol:
         """The open connection, or a new one. A caller that waited while another caller's
-        attempt failed (an attempt after ``attempts_seen``, by default the count when it
-        started waiting) gets that failure at once instead of queueing a timeout of its own."""
+        attempt failed gets that failure at once instead of queueing a timeout of its own."""
         protocol = self._protocol
         if protocol is not None and protocol.usable():
             return protocol
@@ -283,8 +282,7 @@ class Wire:
             raise RedisConnectionError("the Redis connection was closed")
         if self._connecting is None:
             self._connecting = asyncio.Lock()
-        if attempts_seen is None:
-            attempts_seen = self._connects
+        attempts_seen = self._connects
         async with self._connecting:
             protocol = self._protocol
             if protocol is not None and protocol.usable():
@@ -292,6 +290,7 @@ class Wire:
             if self._connects != attempts_seen and self._connect_error is not None:
                 raise RedisConnectionError(self._connect_error)
             self._connects += 1
+            self._connect_error = None
             try:
                 protocol = await _open(self._settings, None)
             except (OSError, TimeoutError, RedisConnectionError) as error:
@@ -317,12 +316,11 @@ class Wire:
         """
         if self._retrying is None:
             self._retrying = asyncio.Lock()
-        attempts_seen = self._connects
         async with self._retrying:
             protocol = self._protocol
             if protocol is None or not protocol.usable():
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                protocol = await self._connection(attempts_seen)
+                protocol = await self._connection()
             future = protocol.send(payload)
         return await self._reply(protocol, future, blocks)
 

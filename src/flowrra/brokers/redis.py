@@ -493,13 +493,21 @@ class RedisBroker(QueueBroker):
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await cancel_until_done(pending)
-        outcomes = await asyncio.gather(*waits, return_exceptions=True)
-        tokens = [o for o in outcomes if o is not None and not isinstance(o, BaseException)]
+        tokens: list[Any] = []
+        errors: list[BaseException] = []
+        for wait in waits:  # all done now
+            if wait.cancelled():
+                continue
+            error = wait.exception()
+            if error is not None:
+                errors.append(error)
+            elif wait.result() is not None:
+                tokens.append(wait.result())
         for key, token in tokens[1:]:  # popped too: another claimer's
-            await self._wire.call("RPUSH", key, token)
+            with contextlib.suppress(*REDIS_ERRORS):  # lost: a wake-up is only delayed
+                await self._wire.call("RPUSH", key, token)
         if tokens:
             return tokens[0]
-        errors = [o for o in outcomes if isinstance(o, Exception)]
         if len(errors) == len(waits):
             raise errors[0]
         return None
