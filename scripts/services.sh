@@ -41,20 +41,21 @@ start_redis_cluster() {
   # nodes restarted with their saved configuration rejoin on their own: give them time
   if [ "$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster info 2>/dev/null \
       | grep -o 'cluster_known_nodes:[0-9]*' | cut -d: -f2)" != "1" ]; then
-    for _ in $(seq 1 60); do
-      cluster_ok && return 0
-      sleep 0.5
-    done
-    echo "services: the Redis Cluster on 127.0.0.1:7001-7003 did not recover" >&2
-    return 1
+    wait_for_cluster "did not recover"
+    return
   fi
   redis-cli --cluster create "${CLUSTER_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 \
     --cluster-yes >/dev/null || { echo "services: could not form the Redis Cluster" >&2; return 1; }
+  wait_for_cluster "did not reach state ok"
+}
+
+# Wait up to 30 s for cluster_ok; else print "the Redis Cluster ... $1" and fail.
+wait_for_cluster() {
   for _ in $(seq 1 60); do
     cluster_ok && return 0
     sleep 0.5
   done
-  echo "services: the Redis Cluster on 127.0.0.1:7001-7003 did not reach state ok" >&2
+  echo "services: the Redis Cluster on 127.0.0.1:7001-7003 $1" >&2
   return 1
 }
 
