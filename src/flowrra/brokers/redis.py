@@ -444,13 +444,13 @@ class RedisBroker(QueueBroker):
         """Wait on the lanes' wake-up lists until a token arrives or the wait times out.
 
         The BLPOP runs on a connection of the claimer's own (a blocked command holds up its
-        connection), not through redis-py. On a single server one BLPOP waits on every lane.
+        connection). On a single server one BLPOP waits on every lane.
         On a cluster each queue's lanes are in their own slot, so each queue gets a BLPOP
         of its own; the first token wakes the claimer and the other waits are dropped.
         """
         seconds = max(1.0, self._socket_timeout - 1.0)
-        if is_cluster(self._client):  # redis-py's reply timeout there does not include it
-            seconds = min(seconds, 0.8 * self._socket_timeout)
+        if is_cluster(self._client):  # a wait re-sent through the cluster client must end
+            seconds = min(seconds, 0.8 * self._socket_timeout)  # within its reply timeout
         groups = [
             [self._queue(queue).notify(executor) for executor in executors]
             for queue, executors in claimer.groups
